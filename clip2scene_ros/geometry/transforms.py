@@ -1,0 +1,94 @@
+"""Rigid transforms as 4x4 float64 matrices (numpy, ROS-free).
+
+Convention: ``T_a_from_b`` maps homogeneous points in frame ``b`` to frame ``a``
+(``p_a = T_a_from_b @ p_b``). Quaternions are (w, x, y, z) as in nuScenes and ROS' geometry
+order is converted by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "quaternion_to_matrix",
+    "make_transform",
+    "invert_transform",
+    "transform_points",
+    "compose",
+]
+
+
+def quaternion_to_matrix(q_wxyz: Sequence[float]) -> np.ndarray:
+    """3x3 rotation matrix from a (w, x, y, z) quaternion (normalised here)."""
+    q = np.asarray(q_wxyz, dtype=np.float64)
+    if q.shape != (4,):
+        raise ValueError(f"quaternion must have 4 values (w, x, y, z), got shape {q.shape}")
+    n = np.linalg.norm(q)
+    if not np.isfinite(n) or n < 1e-12:
+        raise ValueError(f"quaternion {q.tolist()} has zero or non-finite norm")
+    w, x, y, z = q / n
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def make_transform(rotation: np.ndarray | Sequence[float], translation: Sequence[float]) -> np.ndarray:
+    """4x4 transform from a 3x3 matrix or a (w, x, y, z) quaternion and a translation."""
+    rot = np.asarray(rotation, dtype=np.float64)
+    if rot.shape == (4,):
+        rot = quaternion_to_matrix(rot)
+    if rot.shape != (3, 3):
+        raise ValueError(f"rotation must be a 3x3 matrix or a (w,x,y,z) quaternion, got shape {rot.shape}")
+    t = np.asarray(translation, dtype=np.float64).reshape(-1)
+    if t.shape != (3,):
+        raise ValueError(f"translation must have 3 values, got {t.shape}")
+    out = np.eye(4)
+    out[:3, :3] = rot
+    out[:3, 3] = t
+    return out
+
+
+def invert_transform(T: np.ndarray) -> np.ndarray:
+    """Inverse of a rigid 4x4 transform (uses R^T, exact for rotations)."""
+    T = _check_transform(T)
+    out = np.eye(4)
+    rt = T[:3, :3].T
+    out[:3, :3] = rt
+    out[:3, 3] = -rt @ T[:3, 3]
+    return out
+
+
+def compose(*transforms: np.ndarray) -> np.ndarray:
+    """Matrix product left to right: ``compose(A, B, C) = A @ B @ C``."""
+    out = np.eye(4)
+    for T in transforms:
+        out = out @ _check_transform(T)
+    return out
+
+
+def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 4x4 transform to the first 3 columns of ``points`` [P, 3+F]; extra columns are kept.
+
+    Computed in float64 and returned in the input dtype.
+    """
+    T = _check_transform(T)
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[1] < 3:
+        raise ValueError(f"points must be [P, 3+F], got shape {pts.shape}")
+    xyz = pts[:, :3].astype(np.float64) @ T[:3, :3].T + T[:3, 3]
+    out = pts.copy()
+    out[:, :3] = xyz.astype(pts.dtype, copy=False)
+    return out
+
+
+def _check_transform(T: np.ndarray) -> np.ndarray:
+    T = np.asarray(T, dtype=np.float64)
+    if T.shape != (4, 4):
+        raise ValueError(f"expected a 4x4 transform, got shape {T.shape}")
+    return T
