@@ -1,0 +1,521 @@
+"""ROS-free online segmentation: points (+ optional camera images) -> labels, scores, features.
+
+The 3D model (``inference.backends``) maps points to per-point features in the text space of the
+CLIP teacher; a class is the argmax of the cosine similarity against the vocabulary's text
+embeddings (the paper's annotation-free inference). Free-text queries reuse the features of the
+last frame, so a query costs one text encoding plus a matrix-vector product.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TextEncoder = Callable[[list[str]], np.ndarray]  # texts -> [T, D] float32, L2-normalised
+DenseFeatures = Callable[[np.ndarray], np.ndarray]  # uint8 [1, H, W, 3] -> [1, D, h, w]
+Backend = Callable[[np.ndarray], dict]  # [P, 3+F] float32 -> {head: [P, D]}
+
+
+# ---- vocabulary ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VocabClass:
+    id: int  # label id written to the output cloud (1-based; 0 = unlabelled)
+    name: str
+    names: tuple[str, ...]  # synonyms; their text embeddings are averaged
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    name: str
+    classes: tuple[VocabClass, ...]
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+
+def load_vocabulary(spec: str | Sequence[str]) -> Vocabulary:
+    """A vocabulary from a name (``config/vocab/<name>.yaml``), a YAML path, or a list of classes.
+
+    In a list each entry is one class; ``"car|sedan|automobile"`` gives synonyms.
+    """
+    if isinstance(spec, str):
+        return _load_vocabulary_file(spec)
+    items = [s.strip() for s in spec if s and s.strip()]
+    if not items:
+        raise ValueError("the vocabulary is empty; give a vocabulary name/path or at least one class")
+    classes = []
+    for i, item in enumerate(items):
+        names = tuple(n.strip() for n in item.split("|") if n.strip())
+        classes.append(VocabClass(i + 1, names[0], names))
+    return Vocabulary("runtime", tuple(classes))
+
+
+def _load_vocabulary_file(spec: str) -> Vocabulary:
+    import yaml
+
+    from clip2scene_ros.resources import config_path
+
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        path = config_path("vocab", f"{spec}.yaml")
+    if not path.is_file():
+        avail = sorted(p.stem for p in config_path("vocab").glob("*.yaml"))
+        raise FileNotFoundError(
+            f"vocabulary '{spec}' is neither a YAML file nor one of config/vocab/: {', '.join(avail)}"
+        )
+    data = yaml.safe_load(path.read_text()) or {}
+    raw = data.get("classes")
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"{path}: 'classes' must be a non-empty list of {{name, names}} entries")
+    classes = []
+    for i, c in enumerate(raw):
+        if isinstance(c, str):
+            c = {"name": c}
+        if not isinstance(c, dict) or "name" not in c:
+            raise ValueError(f"{path}: class #{i + 1} needs a 'name'")
+        names = tuple(str(n) for n in (c.get("names") or [c["name"]]))
+        classes.append(VocabClass(int(c.get("id", i + 1)), str(c["name"]), names))
+    return Vocabulary(str(data.get("name", path.stem)), tuple(classes))
+
+
+def palette(n: int) -> np.ndarray:
+    """Distinct uint8 RGB colours for labels 0..n (0 = unlabelled, grey)."""
+    base = np.array(
+        [
+            [128, 64, 128], [244, 35, 232], [152, 251, 152], [70, 70, 70], [107, 142, 35],
+            [0, 0, 142], [0, 0, 70], [0, 60, 100], [0, 0, 230], [119, 11, 32],
+            [220, 20, 60], [153, 153, 153], [220, 220, 0], [255, 120, 0], [190, 153, 153],
+            [250, 170, 30], [0, 80, 100], [102, 102, 156], [70, 130, 180], [255, 0, 255],
+        ],
+        dtype=np.uint8,
+    )  # fmt: skip
+    out = np.zeros((n + 1, 3), dtype=np.uint8)
+    out[0] = (90, 90, 90)
+    for i in range(1, n + 1):
+        if i - 1 < len(base):
+            out[i] = base[i - 1]
+        else:  # golden-ratio hue walk for large vocabularies
+            h = ((i * 0.618034) % 1.0) * 6
+            x = int(255 * (1 - abs(h % 2 - 1)))
+            out[i] = [(255, x, 0), (x, 255, 0), (0, 255, x), (0, x, 255), (x, 0, 255), (255, 0, x)][
+                int(h) % 6
+            ]
+    return out
+
+
+# ---- results -------------------------------------------------------------------------------
+
+
+@dataclass
+class CameraInput:
+    """One synchronised camera image with the calibration that maps LiDAR points into it."""
+
+    name: str
+    image: np.ndarray  # uint8 [H, W, 3] RGB
+    K: np.ndarray  # 3x3 intrinsics
+    cam_from_lidar: np.ndarray  # 4x4: points in the LiDAR frame -> camera optical frame
+
+
+@dataclass
+class SegmentResult:
+    labels: np.ndarray  # uint16 [P]; 0 for invalid / out-of-range / not processed points
+    scores: np.ndarray  # float32 [P]; softmax probability of the label, 0 where label is 0
+    features: np.ndarray  # float32 [K, D] L2-normalised features of the processed points
+    indices: np.ndarray  # int64 [K] indices (into the input) of the processed points
+    num_points: int
+    num_invalid: int = 0  # NaN/Inf coordinates
+    num_out_of_range: int = 0
+    num_skipped: int = 0  # valid points left out because the cloud exceeded max_points
+    num_fused: int = 0  # points that received camera features
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def similarity(self, text_embedding: np.ndarray) -> np.ndarray:
+        """float32 [P] cosine similarity per point; -1 for points that were not processed."""
+        out = np.full(self.num_points, -1.0, dtype=np.float32)
+        if self.indices.size:
+            out[self.indices] = self.features @ text_embedding.astype(np.float32)
+        return out
+
+
+@dataclass
+class SegmenterConfig:
+    checkpoint: str
+    vocabulary: str | list[str] = "synthetic"
+    teacher: str | None = None  # None = the shipped default teacher
+    backend: str = "torch"
+    device: str = "cpu"
+    precision: str = "fp32"
+    head: str = "global"
+    temperature: float = 0.01  # softmax temperature of the cosine logits (CLIP's 1/100)
+    max_points: int = 300_000
+    range_min: float = 0.0
+    range_max: float = 0.0  # 0 = unlimited
+    fusion: bool = False
+    fusion_weight: float = 0.5
+    voxel_size: float = 0.0  # 0 = the checkpoint's own
+
+    def validate(self) -> None:
+        errors = []
+        if not self.checkpoint:
+            errors.append("checkpoint is empty: give a checkpoint directory (model.safetensors + model.json)")
+        elif not Path(self.checkpoint).expanduser().exists():
+            errors.append(f"checkpoint '{self.checkpoint}' does not exist")
+        if self.backend not in ("torch", "onnxruntime", "tensorrt"):
+            errors.append(f"backend '{self.backend}' is not one of torch, onnxruntime, tensorrt")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            errors.append(f"precision '{self.precision}' is not one of fp32, bf16, fp16")
+        if not self.temperature > 0:
+            errors.append(f"temperature must be > 0, got {self.temperature}")
+        if self.max_points < 1:
+            errors.append(f"max_points must be >= 1, got {self.max_points}")
+        if self.range_min < 0 or self.range_max < 0 or (self.range_max and self.range_max <= self.range_min):
+            errors.append(
+                f"range [{self.range_min}, {self.range_max}] is invalid: need 0 <= range_min < range_max "
+                "(range_max 0 = unlimited)"
+            )
+        if self.voxel_size < 0:
+            errors.append(f"voxel_size must be >= 0 (0 = checkpoint's), got {self.voxel_size}")
+        if not 0 <= self.fusion_weight <= 10:
+            errors.append(f"fusion_weight must be in [0, 10], got {self.fusion_weight}")
+        if errors:
+            raise ValueError("invalid segmenter configuration:\n  - " + "\n  - ".join(errors))
+
+
+# ---- the segmenter -------------------------------------------------------------------------
+
+
+class Segmenter:
+    """Points (+ cameras) -> labels/scores/features; text -> per-point similarity. Thread-safe."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        encode_text: TextEncoder,
+        vocabulary: Vocabulary | str | Sequence[str] = "synthetic",
+        *,
+        head: str = "global",
+        temperature: float = 0.01,
+        max_points: int = 300_000,
+        range_min: float = 0.0,
+        range_max: float = 0.0,
+        feature_fields: tuple[str, ...] | None = None,
+        dense_features: DenseFeatures | None = None,
+        fusion_weight: float = 0.5,
+        text_cache_size: int = 256,
+        seed: int = 0,
+    ) -> None:
+        self.backend = backend
+        self._encode_text = encode_text
+        self.head = head
+        self.temperature = float(temperature)
+        self.max_points = int(max_points)
+        self.range_min, self.range_max = float(range_min), float(range_max)
+        self.feature_fields = tuple(
+            feature_fields
+            if feature_fields is not None
+            else getattr(backend, "feature_names", ("intensity",))
+        )
+        self.dense_features = dense_features
+        self.fusion_weight = float(fusion_weight)
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_cache_size = text_cache_size
+        self._text_lock = threading.Lock()  # text encoders (torch modules) are not re-entrant
+        self._rng = np.random.default_rng(seed)
+        self.vocabulary: Vocabulary | None = None
+        self.text_embeddings = np.zeros((0, 0), dtype=np.float32)
+        self.vocabulary_encodings = 0  # how often a vocabulary was encoded (for tests/diagnostics)
+        self.set_vocabulary(vocabulary)
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, cfg: SegmenterConfig) -> Segmenter:
+        """Build the model backend and the teacher's text encoder, then check they fit together."""
+        cfg.validate()
+        from clip2scene_ros.inference.backends import create_backend
+        from clip2scene_ros.teacher import create_teacher
+
+        kwargs = {"device": cfg.device, "precision": cfg.precision}
+        if cfg.voxel_size > 0:
+            kwargs["voxel_size"] = cfg.voxel_size
+        backend = create_backend(cfg.backend, str(Path(cfg.checkpoint).expanduser()), **kwargs)
+        teacher = _create_teacher(create_teacher, cfg.teacher, cfg.device)
+
+        def encode_text(texts: list[str]) -> np.ndarray:
+            emb = teacher.encode_text(list(texts))
+            return _to_numpy(emb)
+
+        dense = None
+        if cfg.fusion:
+
+            def dense(images: np.ndarray) -> np.ndarray:
+                return _to_numpy(teacher.dense_features(images))
+
+        seg = cls(
+            backend,
+            encode_text,
+            cfg.vocabulary,
+            head=cfg.head,
+            temperature=cfg.temperature,
+            max_points=cfg.max_points,
+            range_min=cfg.range_min,
+            range_max=cfg.range_max,
+            dense_features=dense,
+            fusion_weight=cfg.fusion_weight,
+        )
+        seg.warmup()
+        return seg
+
+    def warmup(self, num_points: int = 2048) -> None:
+        """One forward on random points: loads lazy kernels and checks head name and dimension."""
+        rng = np.random.default_rng(0)
+        pts = np.zeros((num_points, 3 + len(self.feature_fields)), dtype=np.float32)
+        pts[:, :3] = rng.uniform(-20, 20, (num_points, 3)) * [1, 1, 0.1]
+        pts[:, 3:] = rng.uniform(0, 1, (num_points, len(self.feature_fields)))
+        self.segment(pts)
+
+    # -- vocabulary ----------------------------------------------------------------------------
+
+    def set_vocabulary(self, vocabulary: Vocabulary | str | Sequence[str]) -> bool:
+        """Switch vocabulary; encodes its text once. Returns False if nothing changed."""
+        vocab = vocabulary if isinstance(vocabulary, Vocabulary) else load_vocabulary(vocabulary)
+        if self.vocabulary is not None and [(c.id, c.names) for c in vocab.classes] == [
+            (c.id, c.names) for c in self.vocabulary.classes
+        ]:
+            return False
+        names = [n for c in vocab.classes for n in c.names]
+        emb = self.encode_text(names)
+        rows, start = [], 0
+        for c in vocab.classes:
+            v = emb[start : start + len(c.names)].mean(axis=0)
+            rows.append(v / max(np.linalg.norm(v), 1e-12))
+            start += len(c.names)
+        self.text_embeddings = np.stack(rows).astype(np.float32)
+        self.label_ids = np.array([c.id for c in vocab.classes], dtype=np.uint16)
+        self.vocabulary = vocab
+        self.vocabulary_encodings += 1
+        return True
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """[T, D] float32 L2-normalised text embeddings (cached per string)."""
+        with self._text_lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+            if missing:
+                emb = np.asarray(self._encode_text(missing), dtype=np.float32)
+                if emb.ndim != 2 or emb.shape[0] != len(missing):
+                    raise ValueError(f"text encoder returned shape {emb.shape} for {len(missing)} texts")
+                emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+                for t, e in zip(missing, emb, strict=True):
+                    self._text_cache[t] = e
+            out = []
+            for t in texts:
+                self._text_cache.move_to_end(t)
+                out.append(self._text_cache[t])
+            while len(self._text_cache) > max(self._text_cache_size, len(texts)):
+                self._text_cache.popitem(last=False)
+            return np.stack(out)
+
+    # -- segmentation --------------------------------------------------------------------------
+
+    def segment(self, points: np.ndarray, cameras: Sequence[CameraInput] | None = None) -> SegmentResult:
+        """points: float32 [P, 3 + F] in the LiDAR frame (F = len(feature_fields))."""
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        points = np.asarray(points, dtype=np.float32)
+        if points.ndim != 2 or points.shape[1] < 3:
+            raise ValueError(f"points must be [P, 3+F], got shape {points.shape}")
+        P = points.shape[0]
+        xyz = points[:, :3]
+        valid = np.isfinite(xyz).all(axis=1)
+        num_invalid = int(P - valid.sum())
+        num_oor = 0
+        if self.range_min > 0 or self.range_max > 0:
+            with np.errstate(invalid="ignore"):
+                r = np.linalg.norm(xyz, axis=1)
+                in_range = r >= self.range_min
+                if self.range_max > 0:
+                    in_range &= r <= self.range_max
+            num_oor = int((valid & ~in_range).sum())
+            valid &= in_range
+        idx = np.flatnonzero(valid)
+        skipped = 0
+        if idx.size > self.max_points:
+            skipped = idx.size - self.max_points
+            idx = np.sort(self._rng.choice(idx, self.max_points, replace=False))
+        labels = np.zeros(P, dtype=np.uint16)
+        scores = np.zeros(P, dtype=np.float32)
+        D = self.text_embeddings.shape[1]
+        timings["preprocess"] = (time.perf_counter() - t0) * 1e3
+        if idx.size == 0:
+            return SegmentResult(
+                labels,
+                scores,
+                np.zeros((0, D), np.float32),
+                idx,
+                P,
+                num_invalid,
+                num_oor,
+                skipped,
+                0,
+                timings,
+            )
+        sub = points[idx]
+        if not np.isfinite(sub[:, 3:]).all():
+            sub = sub.copy()
+            sub[:, 3:] = np.nan_to_num(sub[:, 3:], nan=0.0, posinf=0.0, neginf=0.0)
+        t1 = time.perf_counter()
+        out = self.backend(sub)
+        timings["inference"] = (time.perf_counter() - t1) * 1e3
+        t2 = time.perf_counter()
+        feats = self._head_features(out, idx.size)
+        num_fused = 0
+        if cameras and self.dense_features is not None and self.fusion_weight > 0:
+            feats, num_fused = self._fuse(sub[:, :3], feats, cameras)
+            timings["fusion"] = (time.perf_counter() - t2) * 1e3
+        t3 = time.perf_counter()
+        logits = feats @ self.text_embeddings.T
+        best = logits.argmax(axis=1)
+        # softmax probability of the winner, computed stably without the full exp matrix copy
+        z = (logits - logits[np.arange(len(best)), best][:, None]) / self.temperature
+        prob = 1.0 / np.exp(z).sum(axis=1)
+        labels[idx] = self.label_ids[best]
+        scores[idx] = prob.astype(np.float32)
+        timings["classify"] = (time.perf_counter() - t3) * 1e3
+        return SegmentResult(labels, scores, feats, idx, P, num_invalid, num_oor, skipped, num_fused, timings)
+
+    def _head_features(self, out: dict, n: int) -> np.ndarray:
+        if self.head not in out:
+            raise ValueError(f"model has no head '{self.head}'; its heads are: {', '.join(map(str, out))}")
+        f = _to_numpy(out[self.head]).astype(np.float32, copy=False)
+        D = self.text_embeddings.shape[1]
+        if f.shape != (n, D):
+            raise ValueError(
+                f"head '{self.head}' gives features of shape {tuple(f.shape)} but the text encoder gives "
+                f"{D}-d embeddings for {n} points: the checkpoint and the teacher do not belong together"
+            )
+        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+    def _fuse(
+        self, xyz: np.ndarray, feats: np.ndarray, cameras: Sequence[CameraInput]
+    ) -> tuple[np.ndarray, int]:
+        """Ensemble each point's 3D feature with the teacher's pixel feature where a camera sees it."""
+        acc = np.zeros_like(feats)
+        hits = np.zeros(len(feats), dtype=np.int32)
+        for cam in cameras:
+            uv, seen = project_points(xyz, cam.K, cam.cam_from_lidar, cam.image.shape[:2])
+            if not seen.any():
+                continue
+            dense = np.asarray(self.dense_features(cam.image[None]))[0]  # [D, h, w]
+            if dense.shape[0] != feats.shape[1]:
+                raise ValueError(
+                    f"teacher dense features are {dense.shape[0]}-d, the model's {feats.shape[1]}-d"
+                )
+            H, W = cam.image.shape[:2]
+            h, w = dense.shape[1:]
+            cols = np.clip((uv[seen, 0] * w / W).astype(np.int64), 0, w - 1)
+            rows = np.clip((uv[seen, 1] * h / H).astype(np.int64), 0, h - 1)
+            pix = dense[:, rows, cols].T
+            pix = pix / np.maximum(np.linalg.norm(pix, axis=1, keepdims=True), 1e-12)
+            acc[seen] += pix
+            hits[seen] += 1
+        m = hits > 0
+        if m.any():
+            fused = feats[m] + self.fusion_weight * acc[m] / hits[m, None]
+            feats = feats.copy()
+            feats[m] = fused / np.maximum(np.linalg.norm(fused, axis=1, keepdims=True), 1e-12)
+        return feats, int(m.sum())
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def query(self, text: str, result: SegmentResult) -> np.ndarray:
+        """float32 [P] cosine similarity of every point of ``result`` to ``text``."""
+        return result.similarity(self.encode_text([text])[0])
+
+
+def project_points(
+    xyz: np.ndarray, K: np.ndarray, cam_from_lidar: np.ndarray, hw: tuple[int, int], min_depth: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates [P, 2] and a mask of points in front of the camera and inside the image."""
+    pc = xyz @ cam_from_lidar[:3, :3].T.astype(np.float32) + cam_from_lidar[:3, 3].astype(np.float32)
+    z = pc[:, 2]
+    front = z > min_depth
+    zs = np.where(front, z, 1.0)
+    u = K[0, 0] * pc[:, 0] / zs + K[0, 2]
+    v = K[1, 1] * pc[:, 1] / zs + K[1, 2]
+    H, W = hw
+    seen = front & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    return np.stack([u, v], axis=1), seen
+
+
+def group_instances(
+    xyz: np.ndarray, radius: float = 0.5, min_points: int = 5, max_instances: int = 64
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Connected components of points on a grid of cell ``radius`` (26-neighbourhood).
+
+    Returns [(centroid [3], box size [3], member indices)], largest first.
+    """
+    if len(xyz) == 0:
+        return []
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    cells = np.floor(xyz / radius).astype(np.int64)
+    uniq, inv = np.unique(cells, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    lo = uniq.min(axis=0) - 1
+    dims = uniq.max(axis=0) - lo + 2
+    keys = _cell_keys(uniq - lo, dims)
+    order = np.argsort(keys)
+    sorted_keys = keys[order]
+    rows, cols = [], []
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            for dz in (-1, 0, 1):
+                if (dx, dy, dz) == (0, 0, 0):
+                    continue
+                nk = _cell_keys(uniq - lo + (dx, dy, dz), dims)
+                pos = np.clip(np.searchsorted(sorted_keys, nk), 0, len(keys) - 1)
+                hit = sorted_keys[pos] == nk
+                rows.append(np.flatnonzero(hit))
+                cols.append(order[pos[hit]])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(len(uniq), len(uniq)))
+    _, comp = connected_components(graph, directed=False)
+    point_comp = comp[inv]
+    counts = np.bincount(point_comp)
+    out = []
+    for k in np.argsort(-counts):
+        if counts[k] < min_points or len(out) >= max_instances:
+            break
+        members = np.flatnonzero(point_comp == k)
+        p = xyz[members]
+        lo_, hi_ = p.min(axis=0), p.max(axis=0)
+        out.append(((lo_ + hi_) / 2, hi_ - lo_, members))
+    return out
+
+
+def _cell_keys(c: np.ndarray, dims: np.ndarray) -> np.ndarray:
+    return (c[:, 0] * dims[1] + c[:, 1]) * dims[2] + c[:, 2]
+
+
+def _to_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def _create_teacher(create_teacher, teacher: str | None, device: str):
+    """The teacher named by the config, or the shipped default ("default") when none is given."""
+    return create_teacher(teacher or "default", device=device)

@@ -1,0 +1,244 @@
+"""sensor_msgs <-> numpy without sensor_msgs_py or cv_bridge (neither is installable here).
+
+Every function raises ``ValueError`` with a message that names the problem, so the node can log
+it as a warning and keep serving.
+"""
+
+from __future__ import annotations
+
+import array
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+
+_DT = {
+    PointField.INT8: "i1",
+    PointField.UINT8: "u1",
+    PointField.INT16: "i2",
+    PointField.UINT16: "u2",
+    PointField.INT32: "i4",
+    PointField.UINT32: "u4",
+    PointField.FLOAT32: "f4",
+    PointField.FLOAT64: "f8",
+}
+_PF = {np.dtype(v).str[1:]: k for k, v in _DT.items()}
+
+# Output fields appended to the input points: label, score and PCL-style packed rgb.
+OUTPUT_FIELDS = (("label", PointField.UINT16), ("score", PointField.FLOAT32), ("rgb", PointField.FLOAT32))
+
+
+def fields_to_dtype(msg: PointCloud2) -> np.dtype:
+    """Structured dtype of one point of ``msg`` (offsets and padding as in the message)."""
+    e = ">" if msg.is_bigendian else "<"
+    names, formats, offsets = [], [], []
+    for f in msg.fields:
+        if f.datatype not in _DT:
+            raise ValueError(f"field '{f.name}' has unknown PointField datatype {f.datatype}")
+        if f.name in names or not f.name:
+            continue  # duplicate or unnamed fields cannot be addressed; skip them
+        base = e + _DT[f.datatype]
+        names.append(f.name)
+        formats.append(base if f.count <= 1 else (base, (f.count,)))
+        offsets.append(f.offset)
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": msg.point_step})
+
+
+def cloud_to_array(msg: PointCloud2) -> np.ndarray:
+    """Zero-copy structured view [height*width] of the points (row padding removed if any)."""
+    n = msg.width * msg.height
+    if n == 0:
+        return np.zeros(0, dtype=fields_to_dtype(msg)) if msg.point_step else np.zeros(0)
+    if msg.point_step <= 0:
+        raise ValueError(f"point_step is {msg.point_step}; it must be the byte size of one point")
+    dtype = fields_to_dtype(msg)
+    buf = np.frombuffer(msg.data, dtype=np.uint8)
+    row_bytes = msg.width * msg.point_step
+    if msg.row_step == row_bytes or msg.height == 1:
+        if buf.size < n * msg.point_step:
+            raise ValueError(
+                f"data holds {buf.size} bytes but width*height*point_step = {n * msg.point_step}"
+            )
+        return np.frombuffer(msg.data, dtype=dtype, count=n)
+    if buf.size < msg.row_step * msg.height or msg.row_step < row_bytes:
+        raise ValueError(f"row_step {msg.row_step} is inconsistent with width*point_step {row_bytes}")
+    rows = buf[: msg.row_step * msg.height].reshape(msg.height, msg.row_step)[:, :row_bytes]
+    return np.ascontiguousarray(rows).view(dtype).reshape(-1)
+
+
+def points_from_array(cloud: np.ndarray, feature_fields: tuple[str, ...] = ("intensity",)) -> np.ndarray:
+    """[N, 3 + F] float32 (x, y, z, features...) from a structured cloud.
+
+    Missing feature fields are filled with zeros (the caller warns); missing x/y/z is an error.
+    """
+    names = cloud.dtype.names or ()
+    missing = [c for c in ("x", "y", "z") if c not in names]
+    if missing:
+        raise ValueError(
+            f"cloud has no {'/'.join(missing)} field(s) (fields: {', '.join(names) or 'none'}); "
+            "a PointCloud2 with float x, y, z fields is required"
+        )
+    out = np.empty((cloud.shape[0], 3 + len(feature_fields)), dtype=np.float32)
+    for i, name in enumerate(("x", "y", "z", *feature_fields)):
+        if name in names:
+            col = cloud[name]
+            out[:, i] = col if col.ndim == 1 else col[:, 0]
+        else:
+            out[:, i] = 0.0
+    return out
+
+
+def pack_rgb(colors: np.ndarray) -> np.ndarray:
+    """uint8 [N, 3] -> float32 [N] holding 0x00RRGGBB, the PCL/RViz 'rgb' convention."""
+    c = colors.astype(np.uint32)
+    return ((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]).view(np.float32)
+
+
+def unpack_rgb(rgb: np.ndarray) -> np.ndarray:
+    v = np.ascontiguousarray(rgb, dtype=np.float32).view(np.uint32)
+    return np.stack([(v >> 16) & 255, (v >> 8) & 255, v & 255], axis=1).astype(np.uint8)
+
+
+def labelled_cloud(msg: PointCloud2, labels: np.ndarray, scores: np.ndarray, rgb: np.ndarray) -> PointCloud2:
+    """The input cloud (same header, layout and point order) with label, score and rgb appended.
+
+    Input fields that share a name with an output field are hidden (their bytes stay as padding).
+    """
+    n = msg.width * msg.height
+    if msg.is_bigendian and n:
+        raise ValueError("big-endian clouds are not supported; publish little-endian points")
+    in_step = msg.point_step
+    base = in_step + (-in_step) % 4  # keep the appended floats 4-byte aligned
+    out_step = base + 12  # label u2, 2 bytes padding, score f4, rgb f4
+    offsets = {"label": base, "score": base + 4, "rgb": base + 8}
+    raw = np.zeros((n, out_step), dtype=np.uint8)
+    if n:
+        src = np.frombuffer(msg.data, dtype=np.uint8)
+        row_bytes = msg.width * in_step
+        if msg.height > 1 and msg.row_step != row_bytes:
+            src = src[: msg.row_step * msg.height].reshape(msg.height, msg.row_step)[:, :row_bytes]
+        raw[:, :in_step] = src[: n * in_step].reshape(n, in_step)
+        raw[:, offsets["label"] : offsets["label"] + 2] = labels.astype("<u2").view(np.uint8).reshape(n, 2)
+        raw[:, offsets["score"] : offsets["score"] + 4] = scores.astype("<f4").view(np.uint8).reshape(n, 4)
+        raw[:, offsets["rgb"] : offsets["rgb"] + 4] = rgb.astype("<f4").view(np.uint8).reshape(n, 4)
+    out = PointCloud2()
+    out.header = msg.header
+    out.height, out.width = msg.height, msg.width
+    out.fields = [f for f in msg.fields if f.name not in offsets]
+    for name, dt in OUTPUT_FIELDS:
+        out.fields.append(PointField(name=name, offset=offsets[name], datatype=dt, count=1))
+    out.is_bigendian = False
+    out.point_step = out_step
+    out.row_step = out_step * msg.width
+    out.is_dense = msg.is_dense
+    out.data = array.array("B", raw.tobytes())
+    return out
+
+
+def array_to_cloud(header, cloud: np.ndarray, height: int = 1) -> PointCloud2:
+    """PointCloud2 from a structured array of scalar (count 1) or fixed-size fields."""
+    msg = PointCloud2()
+    msg.header = header
+    n = cloud.shape[0]
+    msg.height = height if n else 1
+    msg.width = n // msg.height if n else 0
+    fields = []
+    for name in cloud.dtype.names:
+        sub, off = cloud.dtype.fields[name][:2]
+        count = 1
+        if sub.subdtype is not None:
+            sub, shape = sub.subdtype
+            count = int(np.prod(shape))
+        fields.append(PointField(name=name, offset=off, datatype=_PF[sub.str[1:]], count=count))
+    msg.fields = fields
+    msg.is_bigendian = False
+    msg.point_step = cloud.dtype.itemsize
+    msg.row_step = msg.point_step * msg.width
+    msg.is_dense = bool(n) and all(
+        np.isfinite(cloud[c]).all() for c in ("x", "y", "z") if c in cloud.dtype.names
+    )
+    msg.data = array.array("B", np.ascontiguousarray(cloud).tobytes())
+    return msg
+
+
+def xyz_cloud(header, points: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> PointCloud2:
+    """Convenience: [N, 3+F] float points (x, y, z, intensity...) + optional extra columns."""
+    names = ["x", "y", "z", "intensity"][: points.shape[1]]
+    extra = extra or {}
+    dtype = np.dtype([(n, "<f4") for n in names] + [(k, v.dtype.newbyteorder("<")) for k, v in extra.items()])
+    arr = np.zeros(points.shape[0], dtype=dtype)
+    for i, n in enumerate(names):
+        arr[n] = points[:, i]
+    for k, v in extra.items():
+        arr[k] = v
+    return array_to_cloud(header, arr)
+
+
+# ---- images -------------------------------------------------------------------------------
+
+SUPPORTED_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "8UC3", "8UC1")
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image -> uint8 [H, W, 3] RGB (a view where possible)."""
+    enc = msg.encoding.lower() if msg.encoding else ""
+    channels = {"rgb8": 3, "bgr8": 3, "8uc3": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8uc1": 1, "mono16": 2}
+    if enc not in channels:
+        raise ValueError(
+            f"unsupported image encoding '{msg.encoding}'; publish one of {', '.join(SUPPORTED_ENCODINGS)} "
+            "or a CompressedImage (jpeg/png)"
+        )
+    h, w = msg.height, msg.width
+    bpp = channels[enc]
+    if h == 0 or w == 0:
+        raise ValueError("image has zero width or height")
+    if msg.step < w * bpp or len(msg.data) < msg.step * h:
+        raise ValueError(f"image step {msg.step} / data size {len(msg.data)} do not fit {w}x{h} {enc}")
+    buf = np.frombuffer(msg.data, dtype=np.uint8)[: msg.step * h].reshape(h, msg.step)[:, : w * bpp]
+    if enc == "mono16":
+        v = buf.view(">u2" if msg.is_bigendian else "<u2").reshape(h, w)
+        g = (v >> 8).astype(np.uint8)
+        return np.repeat(g[:, :, None], 3, axis=2)
+    img = buf.reshape(h, w, bpp)
+    if bpp == 1:
+        return np.repeat(img, 3, axis=2)
+    if enc in ("bgr8", "8uc3", "bgra8"):
+        return img[:, :, 2::-1]
+    return img[:, :, :3]
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> uint8 [H, W, 3] RGB."""
+    import cv2  # imported lazily: only cameras with compressed transport need OpenCV
+
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise ValueError(f"cannot decode CompressedImage (format '{msg.format}'); expected jpeg or png bytes")
+    return img[:, :, ::-1]
+
+
+def rgb_to_image(header, rgb: np.ndarray, encoding: str = "rgb8") -> Image:
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = rgb.shape[:2]
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = msg.width * (rgb.shape[2] if rgb.ndim == 3 else 1)
+    msg.data = array.array("B", np.ascontiguousarray(rgb).tobytes())
+    return msg
+
+
+def camera_info_matrix(info: CameraInfo) -> np.ndarray:
+    """3x3 intrinsics from CameraInfo.k; raises when it is all zeros (uncalibrated)."""
+    k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+    if k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise ValueError("CameraInfo.k has no focal length (uncalibrated camera)")
+    return k
+
+
+def check_info_matches(info: CameraInfo, height: int, width: int) -> None:
+    if info.width and info.height and (info.width != width or info.height != height):
+        raise ValueError(
+            f"CameraInfo says {info.width}x{info.height} but the image is {width}x{height}; "
+            "publish the CameraInfo of the image's resolution (or rectified/resized pair)"
+        )
