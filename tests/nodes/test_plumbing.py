@@ -1,0 +1,276 @@
+"""In-process tests of the node's ROS-free plumbing and message conversions (no DDS traffic)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from clip2scene_ros.inference.segmenter import group_instances, load_vocabulary, palette, project_points
+from clip2scene_ros.nodes.sync import (
+    CameraBuffer,
+    FrameQueue,
+    LidarMasterSync,
+    StaticTransformTree,
+    pose_to_matrix,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ---- queue and sync -------------------------------------------------------------------------
+
+
+def test_frame_queue_drops_oldest_and_counts():
+    q = FrameQueue(2)
+    assert q.put(1) and q.put(2)
+    assert not q.put(3)  # 1 dropped
+    assert not q.put(4)  # 2 dropped
+    assert q.dropped == 2
+    assert [q.get(0), q.get(0), q.get(0.01)] == [3, 4, None]
+
+
+def test_frame_queue_get_wakes_on_put():
+    q = FrameQueue(1)
+    out = []
+    t = threading.Thread(target=lambda: out.append(q.get(timeout=10)))
+    t.start()
+    q.put("frame")
+    t.join(10)
+    assert out == ["frame"]
+
+
+def test_lidar_master_sync_picks_closest_within_tolerance_and_skips_missing():
+    s = LidarMasterSync(["front", "back"], tolerance_s=0.05)
+    for t_ms in (0, 100, 200):
+        s.add("front", t_ms * 1_000_000, f"f{t_ms}")
+    s.add("back", 400_000_000, "b400")  # far from the cloud: must not be used
+    m = s.match(130_000_000)
+    assert m == {"front": ("f100", 30_000_000)}
+    assert s.match(160_000_000)["front"][0] == "f200"
+    assert s.match(500_000_000) == {}
+
+
+def test_camera_buffer_clears_when_time_goes_backwards():
+    b = CameraBuffer()
+    assert b.add(10, "a") and b.add(20, "b")
+    assert not b.add(5, "c")  # jump back -> history cleared
+    assert b.closest(20, 100) == ("c", 15)
+
+
+def test_silent_cameras():
+    s = LidarMasterSync(["a", "b"], 0.05)
+    s.add("a", 0, "x")
+    now = s.buffers["a"].last_receipt
+    silent = s.silent_cameras(1.0, now=now + 0.5)
+    assert silent == {"b": None}
+    assert set(s.silent_cameras(1.0, now=now + 2.0)) == {"a", "b"}
+
+
+def test_static_transform_tree_composes_through_parent():
+    tree = StaticTransformTree()
+    base_from_lidar = pose_to_matrix([1, 0, 2, 0, 0, 0, 1])
+    # camera rotated 90 deg about z, 1 m to the left of base
+    base_from_cam = pose_to_matrix([0, 1, 0, 0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4)])
+    tree.add("base_link", "lidar_top", base_from_lidar)
+    tree.add("/base_link", "cam_front_optical", base_from_cam)
+    lidar_from_cam = tree.lookup("lidar_top", "cam_front_optical")
+    np.testing.assert_allclose(lidar_from_cam, np.linalg.inv(base_from_lidar) @ base_from_cam, atol=1e-12)
+    p_cam = np.array([1.0, 0, 0, 1])  # 1 m along the camera x axis = base +y
+    np.testing.assert_allclose(lidar_from_cam @ p_cam, [-1, 2, -2, 1], atol=1e-9)
+    assert tree.lookup("lidar_top", "nowhere") is None
+
+
+def test_pose_to_matrix_rejects_wrong_lengths():
+    with pytest.raises(ValueError, match="7 values"):
+        pose_to_matrix([1, 2, 3])
+
+
+# ---- segmenter helpers ----------------------------------------------------------------------
+
+
+def test_vocabulary_file_and_runtime():
+    v = load_vocabulary("synthetic")
+    assert v.classes[0].name == "road" and v.classes[0].id == 1 and len(v.classes) == 15
+    r = load_vocabulary(["red car|crimson car", "tree"])
+    assert r.classes[0].names == ("red car", "crimson car") and r.classes[1].id == 2
+    with pytest.raises(FileNotFoundError, match="synthetic"):
+        load_vocabulary("no_such_vocab")
+    with pytest.raises(ValueError, match="empty"):
+        load_vocabulary(["", " "])
+
+
+def test_palette_distinct():
+    p = palette(40)
+    assert p.shape == (41, 3) and p.dtype == np.uint8
+    assert len({tuple(c) for c in p[:21]}) == 21
+
+
+def test_group_instances_two_clusters():
+    rng = np.random.default_rng(0)
+    a = rng.normal([0, 0, 0], 0.2, (50, 3))
+    b = rng.normal([10, 0, 0], 0.2, (30, 3))
+    noise = np.array([[50.0, 50, 50]])
+    inst = group_instances(np.concatenate([a, b, noise]), radius=0.5, min_points=5)
+    assert len(inst) == 2
+    np.testing.assert_allclose(inst[0][0], (a.min(0) + a.max(0)) / 2)
+    np.testing.assert_allclose(inst[1][1], b.max(0) - b.min(0))
+    assert len(inst[0][2]) == 50
+
+
+def test_project_points_front_camera():
+    K = np.array([[100.0, 0, 50], [0, 100, 40], [0, 0, 1]])
+    # LiDAR x forward -> camera z forward (optical frame: x right, y down, z forward)
+    cam_from_lidar = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+    xyz = np.array([[10, 0, 0], [10, 1, 0], [-10, 0, 0], [10, 100, 0]], dtype=np.float32)
+    uv, seen = project_points(xyz, K, cam_from_lidar, (80, 100))
+    assert seen.tolist() == [True, True, False, False]
+    np.testing.assert_allclose(uv[0], [50, 40])
+    np.testing.assert_allclose(uv[1], [40, 40])  # +y (left) -> smaller u
+
+
+# ---- conversions ----------------------------------------------------------------------------
+
+
+def _cloud(n=100, fields=("x", "y", "z", "intensity"), pad=0):
+    from std_msgs.msg import Header
+
+    from clip2scene_ros.nodes.conversions import array_to_cloud
+
+    offsets = [4 * i for i in range(len(fields))]
+    dtype = np.dtype(
+        {
+            "names": list(fields),
+            "formats": ["<f4"] * len(fields),
+            "offsets": offsets,
+            "itemsize": offsets[-1] + 4 + pad,
+        }
+    )
+    arr = np.zeros(n, dtype=dtype)
+    rng = np.random.default_rng(1)
+    for f in fields:
+        arr[f] = rng.normal(size=n)
+    h = Header(frame_id="lidar_top")
+    h.stamp.sec, h.stamp.nanosec = 12, 345
+    return array_to_cloud(h, arr), arr
+
+
+def test_cloud_roundtrip_and_labelled_cloud_keeps_points():
+    from clip2scene_ros.nodes import conversions as conv
+
+    msg, arr = _cloud(100, pad=4)
+    back = conv.cloud_to_array(msg)
+    pts = conv.points_from_array(back, ("intensity",))
+    np.testing.assert_array_equal(pts[:, 3], arr["intensity"])
+    labels = np.arange(100, dtype=np.uint16)
+    scores = np.linspace(0, 1, 100, dtype=np.float32)
+    colors = np.stack([labels % 256] * 3, 1).astype(np.uint8)
+    out = conv.labelled_cloud(msg, labels, scores, conv.pack_rgb(colors))
+    got = conv.cloud_to_array(out)
+    assert out.header.stamp.sec == 12 and out.header.frame_id == "lidar_top"
+    for f in ("x", "y", "z", "intensity"):
+        np.testing.assert_array_equal(got[f], arr[f])
+    np.testing.assert_array_equal(got["label"], labels)
+    np.testing.assert_array_equal(got["score"], scores)
+    np.testing.assert_array_equal(conv.unpack_rgb(got["rgb"]), colors)
+    assert {f.name: f.datatype for f in out.fields}["label"] == 4  # PointField.UINT16
+
+
+def test_cloud_without_xyz_is_a_clear_error():
+    from clip2scene_ros.nodes import conversions as conv
+
+    msg, _ = _cloud(10, fields=("a", "b"))
+    with pytest.raises(ValueError, match="no x/y/z"):
+        conv.points_from_array(conv.cloud_to_array(msg))
+
+
+def test_images_encodings():
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Header
+
+    from clip2scene_ros.nodes import conversions as conv
+
+    rgb = np.random.default_rng(0).integers(0, 255, (6, 8, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(conv.image_to_rgb(conv.rgb_to_image(Header(), rgb)), rgb)
+    bgr = conv.rgb_to_image(Header(), rgb[:, :, ::-1].copy(), "bgr8")
+    np.testing.assert_array_equal(conv.image_to_rgb(bgr), rgb)
+    bad = Image(encoding="32FC1", height=2, width=2, step=8, data=bytes(16))
+    with pytest.raises(ValueError, match="unsupported image encoding '32FC1'"):
+        conv.image_to_rgb(bad)
+    with pytest.raises(ValueError, match="CameraInfo says 10x10"):
+        conv.check_info_matches(CameraInfo(width=10, height=10), 6, 8)
+
+
+def test_compressed_image_decodes():
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    from clip2scene_ros.nodes import conversions as conv
+
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[..., 0] = 200
+    ok, png = cv2.imencode(".png", rgb[:, :, ::-1])
+    assert ok
+    out = conv.compressed_to_rgb(CompressedImage(format="png", data=png.tobytes()))
+    np.testing.assert_array_equal(out, rgb)
+    with pytest.raises(ValueError, match="cannot decode"):
+        conv.compressed_to_rgb(CompressedImage(format="jpeg", data=b"garbage"))
+
+
+# ---- config, schema and launch file ---------------------------------------------------------
+
+
+def _node_parameters() -> dict:
+    src = (REPO / "clip2scene_ros" / "nodes" / "segment_node.py").read_text()
+    for node in ast.parse(src).body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "PARAMETERS":
+            return ast.literal_eval(node.value)
+    raise AssertionError("PARAMETERS not found")
+
+
+def test_config_schema_and_node_parameters_agree():
+    jsonschema = pytest.importorskip("jsonschema")
+    config = yaml.safe_load((REPO / "config" / "segment.yaml").read_text())
+    schema = json.loads((REPO / "config" / "schema" / "segment.schema.json").read_text())
+    jsonschema.validate(config, schema)
+    params = config["/**"]["ros__parameters"]
+    declared = _node_parameters()
+    assert set(params) == set(declared)
+    assert set(schema["definitions"]["segment_node"]["properties"]) == set(declared)
+    for name, value in params.items():
+        assert value == declared[name][0], f"config/segment.yaml {name}={value!r} != node default"
+    bad = {"/**": {"ros__parameters": {**params, "backend": "tensorflow"}}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
+def test_launch_file_compiles_and_references_existing_files():
+    path = REPO / "launch" / "segment.launch.py"
+    src = path.read_text()
+    compile(src, str(path), "exec")
+    tree = ast.parse(src)
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+    assert '"segment.yaml"' in src and (REPO / "config" / "segment.yaml").is_file()
+    for arg in ("config", "backend", "namespace"):
+        assert f'"{arg}"' in src
+    assert 'executable="segment_node"' in src
+    setup = (REPO / "setup.py").read_text()
+    assert "segment_node = clip2scene_ros.nodes.segment_node:main" in setup
+
+
+def test_cli_segment_builds_ros_arguments():
+    import argparse
+
+    from clip2scene_ros.cli import segment
+
+    p = argparse.ArgumentParser()
+    segment.add_arguments(p)
+    args = p.parse_args(["--backend", "onnxruntime", "--namespace", "robot1", "-p", "fusion:=true"])
+    ros = segment.ros_arguments(args)
+    assert ros[:2] == ["--ros-args", "--params-file"] and ros[2].endswith("segment.yaml")
+    assert "backend:=onnxruntime" in ros and "fusion:=true" in ros and "__ns:=/robot1" in ros
