@@ -390,7 +390,10 @@ class _Builder:
             reflect1=0.3,
             reflect2=0.2,
         )
-        self.static.add(*M.quad(xa - 250, xb + 250, -250, 250, -0.03), ground)
+        # long thin/huge triangles make the BVH slow: tile the ground and strips
+        for gx in np.arange(xa - 250, xb + 250, 50.0):
+            for gy in np.arange(-250, 250, 50.0):
+                self.static.add(*M.quad(gx, gx + 50.0, gy, gy + 50.0, -0.03), ground)
         road = M.Material(
             C.ROAD,
             0,
@@ -402,7 +405,8 @@ class _Builder:
             reflect1=0.08,
             reflect2=0.55,
         )
-        self.static.add(*M.quad(xa - 40, xb + 40, -half, half, 0.0), road)
+        for sx in np.arange(xa - 40, xb + 40, 20.0):
+            self.static.add(*M.quad(sx, sx + 20.0, -half, half, 0.0), road)
         for side in (-1, 1):
             sw, tw = sides[side]
             pav = _hsv(rng, (0.0, 0.12), (0.0, 0.3), (0.45, 0.78))
@@ -417,7 +421,8 @@ class _Builder:
                 reflect2=0.15,
             )
             y0, y1 = sorted((side * half, side * (half + sw)))
-            self.static.add(*M.box(xa - 40, xb + 40, y0, y1, -0.1, 0.15), sidewalk)
+            for sx in np.arange(xa - 40, xb + 40, 20.0):
+                self.static.add(*M.box(sx, sx + 20.0, y0, y1, -0.1, 0.15), sidewalk)
             if tw > 0.3:
                 grass = M.Material(
                     C.TERRAIN,
@@ -430,7 +435,8 @@ class _Builder:
                     reflect2=0.22,
                 )
                 y0, y1 = sorted((side * (half + sw), side * (half + sw + tw)))
-                self.static.add(*M.box(xa - 40, xb + 40, y0, y1, -0.1, 0.06), grass)
+                for sx in np.arange(xa - 40, xb + 40, 20.0):
+                    self.static.add(*M.box(sx, sx + 20.0, y0, y1, -0.1, 0.06), grass)
 
         self._buildings(xa, xb, half, sides)
         self._vegetation(xa, xb, length, half, sides)
