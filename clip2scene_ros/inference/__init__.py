@@ -1,0 +1,3 @@
+"""inference."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""nodes."""
+
+__all__: list[str] = []

@@ -1,0 +1,59 @@
+"""Locate the package's data files (config/, launch/) and prepare the ROS 2 environment.
+
+Installed packages find them through the ament index (``share/clip2scene_ros``); a source
+checkout falls back to the repository root, so one lookup works for colcon, pip and git users.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+PACKAGE = "clip2scene_ros"
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+DDS_PROFILE_RELPATH = "config/dds/fastdds_shm_64mb.xml"
+
+
+def share_dir() -> Path:
+    """Return the directory that holds ``config/`` and ``launch/`` for this package."""
+    if (_REPO_ROOT / "package.xml").is_file() and (_REPO_ROOT / "config").is_dir():
+        return _REPO_ROOT  # a source checkout: its files are the ones being edited
+    for prefix in _ament_prefixes():
+        candidate = Path(prefix) / "share" / PACKAGE
+        if (candidate / "package.xml").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"cannot find the '{PACKAGE}' share directory; install the package "
+        "(scripts/setup.sh, pip install . or colcon build) or set AMENT_PREFIX_PATH"
+    )
+
+
+def config_path(*parts: str) -> Path:
+    """Path of a file under ``config/``, e.g. ``config_path('segment.yaml')``."""
+    return share_dir().joinpath("config", *parts)
+
+
+def _ament_prefixes() -> list[str]:
+    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    if sys.prefix not in prefixes:
+        prefixes.append(sys.prefix)
+    return prefixes
+
+
+def configure_ros_environment() -> None:
+    """Set process-wide defaults every clip2scene command relies on, before rclpy starts.
+
+    - Fast DDS uses the shipped 64 MB shared-memory profile (large clouds and images otherwise get
+      dropped or delayed), unless the user already chose a profile.
+    - ``AMENT_PREFIX_PATH`` includes this interpreter's prefix, where pip-installed ROS wheels and
+      our package register in the ament index (nothing sets it in a plain venv).
+    """
+    if "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ:
+        try:
+            profile = share_dir() / DDS_PROFILE_RELPATH
+        except FileNotFoundError:
+            profile = None
+        if profile is not None and profile.is_file():
+            os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+    os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join(_ament_prefixes())
