@@ -27,7 +27,9 @@ def ros_arguments(args: argparse.Namespace) -> list[str]:
     from clip2scene_ros.resources import config_path
 
     config = args.config or str(config_path("segment.yaml"))
-    out = ["--ros-args", "--params-file", config, "--log-level", f"segment_node:={args.log_level}"]
+    # rcl names a node's logger <namespace with dots>.<node name>
+    logger = ".".join([*filter(None, args.namespace.strip("/").split("/")), "segment_node"])
+    out = ["--ros-args", "--params-file", config, "--log-level", f"{logger}:={args.log_level}"]
     for name in ("checkpoint", "teacher", "vocabulary", "backend", "device"):
         value = getattr(args, name, None)
         if value:

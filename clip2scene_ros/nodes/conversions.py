@@ -55,9 +55,7 @@ def cloud_to_array(msg: PointCloud2) -> np.ndarray:
     row_bytes = msg.width * msg.point_step
     if msg.row_step == row_bytes or msg.height == 1:
         if buf.size < n * msg.point_step:
-            raise ValueError(
-                f"data holds {buf.size} bytes but width*height*point_step = {n * msg.point_step}"
-            )
+            raise ValueError(f"data holds {buf.size} bytes but width*height*point_step = {n * msg.point_step}")
         return np.frombuffer(msg.data, dtype=dtype, count=n)
     if buf.size < msg.row_step * msg.height or msg.row_step < row_bytes:
         raise ValueError(f"row_step {msg.row_step} is inconsistent with width*point_step {row_bytes}")
@@ -153,9 +151,7 @@ def array_to_cloud(header, cloud: np.ndarray, height: int = 1) -> PointCloud2:
     msg.is_bigendian = False
     msg.point_step = cloud.dtype.itemsize
     msg.row_step = msg.point_step * msg.width
-    msg.is_dense = bool(n) and all(
-        np.isfinite(cloud[c]).all() for c in ("x", "y", "z") if c in cloud.dtype.names
-    )
+    msg.is_dense = bool(n) and all(np.isfinite(cloud[c]).all() for c in ("x", "y", "z") if c in cloud.dtype.names)
     msg.data = array.array("B", np.ascontiguousarray(cloud).tobytes())
     return msg
 

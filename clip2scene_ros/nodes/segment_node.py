@@ -131,9 +131,7 @@ def _qos(reliability: str, depth: int, latched: bool = False) -> QoSProfile:
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
         depth=depth,
-        reliability=ReliabilityPolicy.BEST_EFFORT
-        if reliability == "best_effort"
-        else ReliabilityPolicy.RELIABLE,
+        reliability=ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort" else ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
     )
 
@@ -195,21 +193,15 @@ class SegmentNode(Node):
         out_qos = _qos(self.p["output_qos.reliability"], 5)
         self.pub_labels = self.create_publisher(PointCloud2, self.p["output_topic"], out_qos)
         self.pub_query = self.create_publisher(PointCloud2, self.p["query_result_topic"], out_qos)
-        self.pub_legend = self.create_publisher(
-            String, self.p["legend_topic"], _qos("reliable", 1, latched=True)
-        )
+        self.pub_legend = self.create_publisher(String, self.p["legend_topic"], _qos("reliable", 1, latched=True))
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._publish_legend()
 
         in_qos = _qos(self.p["qos.reliability"], int(self.p["qos.depth"]))
         self.sync = LidarMasterSync(self.p["cameras"], self.p["sync.tolerance"])
         self._subscribe(in_qos)
-        self.create_service(
-            QueryText, self.p["query_service"], self._on_query, callback_group=self._service_group
-        )
-        self.create_timer(
-            self.p["diagnostics_period"], self._on_diagnostics, callback_group=self._timer_group
-        )
+        self.create_service(QueryText, self.p["query_service"], self._on_query, callback_group=self._service_group)
+        self.create_timer(self.p["diagnostics_period"], self._on_diagnostics, callback_group=self._timer_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._running = True
@@ -350,9 +342,7 @@ class SegmentNode(Node):
             if prm.name not in PARAMETERS:
                 continue
             if prm.name not in _RUNTIME_PARAMS:
-                return SetParametersResult(
-                    successful=False, reason=f"restart the node to change '{prm.name}'"
-                )
+                return SetParametersResult(successful=False, reason=f"restart the node to change '{prm.name}'")
             updates[prm.name] = prm.value
         new = {**self.p, **{k: v for k, v in updates.items() if isinstance(k, str)}}
         vocab_spec = list(new["vocabulary_classes"]) or new["vocabulary"]
@@ -387,14 +377,10 @@ class SegmentNode(Node):
         if self.p["sync.policy"] == "approximate_time":
             self._subscribe_approximate(qos, img_type, compressed)
         else:
-            self.create_subscription(
-                PointCloud2, self.p["input_topic"], self._on_cloud, qos, callback_group=g
-            )
+            self.create_subscription(PointCloud2, self.p["input_topic"], self._on_cloud, qos, callback_group=g)
             for cam in cams:
                 topic = self._image_topic(cam)
-                self.create_subscription(
-                    img_type, topic, lambda m, c=cam: self._on_image(c, m), qos, callback_group=g
-                )
+                self.create_subscription(img_type, topic, lambda m, c=cam: self._on_image(c, m), qos, callback_group=g)
         for cam in cams:
             self.create_subscription(
                 CameraInfo,
@@ -417,9 +403,7 @@ class SegmentNode(Node):
                     reliability=ReliabilityPolicy.RELIABLE,
                     durability=DurabilityPolicy.TRANSIENT_LOCAL,
                 )
-                self.create_subscription(
-                    TFMessage, "/tf_static", self._on_tf_static, latched, callback_group=g
-                )
+                self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, latched, callback_group=g)
 
     def _image_topic(self, cam: str) -> str:
         topic = self.p["camera_image_topic"].format(name=cam)
@@ -536,9 +520,7 @@ class SegmentNode(Node):
             self._warn(f"cloud on {self.p['input_topic']} skipped: {e}", throttle=True)
             return None
         if cloud.size == 0:
-            self._warn(
-                f"empty cloud on {self.p['input_topic']}; publishing an empty labelled cloud", throttle=True
-            )
+            self._warn(f"empty cloud on {self.p['input_topic']}; publishing an empty labelled cloud", throttle=True)
             if "x" not in (cloud.dtype.names or ()):
                 return None
             points = np.zeros((0, 3 + len(self.segmenter.feature_fields)), np.float32)
@@ -554,8 +536,7 @@ class SegmentNode(Node):
         t_seg = time.perf_counter()
         if result.num_invalid:
             self._warn(
-                f"{result.num_invalid} of {result.num_points} points have NaN/Inf coordinates; "
-                "they get label 0",
+                f"{result.num_invalid} of {result.num_points} points have NaN/Inf coordinates; they get label 0",
                 throttle=True,
             )
         if result.num_skipped:
@@ -578,14 +559,14 @@ class SegmentNode(Node):
         now_ns = self.get_clock().now().nanoseconds
         self._stats.add("latency", latency)
         self._stats.add("age", (now_ns - stamp) / 1e6)
-        inference = result.timings.get("inference", 0.0)
-        overhead = (t_pub - t0) * 1e3 - inference - result.timings.get("fusion", 0.0)
+        inference = result.timings_ms.get("inference", 0.0)
+        overhead = (t_pub - t0) * 1e3 - inference - result.timings_ms.get("fusion", 0.0)
         self._stats.add("overhead", overhead)
         self._stats.add("processing", (t_pub - t0) * 1e3)
         self.get_logger().debug(
             f"frame {self._frames_done}: {result.num_points} pts, cameras={len(cameras)} | convert "
             f"{(t_conv - t0) * 1e3:.2f} ms, sync {(t_sync - t_conv) * 1e3:.2f} ms, "
-            + ", ".join(f"{k} {v:.2f} ms" for k, v in result.timings.items())
+            + ", ".join(f"{k} {v:.2f} ms" for k, v in result.timings_ms.items())
             + f", postprocess {(t_post - t_seg) * 1e3:.2f} ms, publish {(t_pub - t_post) * 1e3:.2f} ms | "
             f"queue wait+total {latency:.1f} ms"
         )
@@ -650,9 +631,7 @@ class SegmentNode(Node):
             return res
         if len(text) > cap:
             res.success = False
-            res.message = (
-                f"query text has {len(text)} characters; the limit is {cap} (parameter max_text_length)"
-            )
+            res.message = f"query text has {len(text)} characters; the limit is {cap} (parameter max_text_length)"
             return res
         if not math.isfinite(req.threshold):
             res.success, res.message = False, f"threshold {req.threshold} is not a finite number"
@@ -690,9 +669,7 @@ class SegmentNode(Node):
             for centroid, size, _members in group_instances(
                 xyz[idx], self.p["query.cluster_radius"], self.p["query.min_cluster_points"]
             ):
-                res.instance_centroids.append(
-                    Point(x=float(centroid[0]), y=float(centroid[1]), z=float(centroid[2]))
-                )
+                res.instance_centroids.append(Point(x=float(centroid[0]), y=float(centroid[1]), z=float(centroid[2])))
                 res.instance_sizes.append(Vector3(x=float(size[0]), y=float(size[1]), z=float(size[2])))
         self._publish_query_cloud(header, xyz, sim, idx)
         res.success = True
@@ -714,9 +691,7 @@ class SegmentNode(Node):
         match = np.zeros(len(xyz), dtype=np.uint8)
         match[idx] = 1
         self.pub_query.publish(
-            conv.xyz_cloud(
-                header, xyz, {"score": sim.astype(np.float32), "match": match, "rgb": conv.pack_rgb(colors)}
-            )
+            conv.xyz_cloud(header, xyz, {"score": sim.astype(np.float32), "match": match, "rgb": conv.pack_rgb(colors)})
         )
 
     def _on_diagnostics(self) -> None:
@@ -793,11 +768,14 @@ class SegmentNode(Node):
             out[f"{name}_ms_p95"] = self._stats.percentile(name, 95)
         return out
 
-    def destroy_node(self) -> None:
+    def stop_worker(self) -> None:
         self._running = False
         self._queue.close()
         if self._worker.is_alive():
-            self._worker.join(timeout=5)
+            self._worker.join(timeout=10)
+
+    def destroy_node(self) -> None:
+        self.stop_worker()
         super().destroy_node()
 
 
@@ -806,12 +784,12 @@ def main(args: list[str] | None = None) -> int:
 
     configure_ros_environment()
     rclpy.init(args=args)
-    node = None
+    node = executor = None
     try:
         try:
             node = SegmentNode()
-        except (ValueError, FileNotFoundError) as e:
-            print(f"segment_node: {e}", file=sys.stderr)
+        except Exception as e:  # bad parameters or model files: say why and exit non-zero
+            print(f"segment_node: cannot start: {e}", file=sys.stderr)
             return 2
         executor = MultiThreadedExecutor(num_threads=3)
         executor.add_node(node)
@@ -819,10 +797,14 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Order matters: stop the worker, then the executor's threads, then the node and rclpy.
+        if node is not None:
+            node.stop_worker()
+        if executor is not None:
+            executor.shutdown(timeout_sec=5.0)
         if node is not None:
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
+        rclpy.try_shutdown()
     return 0
 
 

@@ -223,9 +223,7 @@ def pose_to_matrix(values: Iterable[float]) -> np.ndarray:
         m[:3, :3] = quat_to_matrix(*v[3:])
         m[:3, 3] = v[:3]
         return m
-    raise ValueError(
-        f"an extrinsic needs 7 values [x, y, z, qx, qy, qz, qw] or 16 (row-major 4x4), got {len(v)}"
-    )
+    raise ValueError(f"an extrinsic needs 7 values [x, y, z, qx, qy, qz, qw] or 16 (row-major 4x4), got {len(v)}")
 
 
 class StaticTransformTree:

@@ -1,0 +1,235 @@
+"""Drive a running segment_node from Python: publish sensors, collect outputs, query.
+
+Used by the tests, the node-overhead benchmark and replay tools. ``NodeProcess`` starts the node
+as a real subprocess and keeps its log lines so callers can wait for a given message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header, String
+
+from clip2scene_interfaces.srv import QueryText
+from clip2scene_ros.nodes import conversions as conv
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something truthy; raise TimeoutError at the deadline."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise TimeoutError(f"condition not met within {timeout:.1f} s")
+        time.sleep(interval)
+
+
+def stamp_ns(header: Header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def make_header(t_ns: int, frame_id: str) -> Header:
+    h = Header(frame_id=frame_id)
+    h.stamp.sec, h.stamp.nanosec = int(t_ns // 1_000_000_000), int(t_ns % 1_000_000_000)
+    return h
+
+
+class NodeProcess:
+    """A node subprocess whose combined stdout/stderr lines are collected in the background."""
+
+    def __init__(self, cmd: Sequence[str], env: dict[str, str] | None = None) -> None:
+        self.cmd = list(cmd)
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            self.cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def mark(self) -> int:
+        with self._lock:
+            return len(self.lines)
+
+    def log(self, start: int = 0) -> str:
+        with self._lock:
+            return "\n".join(self.lines[start:])
+
+    def wait_for_log(self, pattern: str, timeout: float, start: int = 0) -> str:
+        """First line (from index ``start``) matching the regex; fails early if the process died."""
+        rx = re.compile(pattern)
+
+        def find() -> str | None:
+            with self._lock:
+                for line in self.lines[start:]:
+                    if rx.search(line):
+                        return line
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node exited with {self.proc.returncode}; log:\n{self.log()[-4000:]}")
+            return None
+
+        try:
+            return wait_until(find, timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no log line matching {pattern!r} within {timeout:.0f} s; log tail:\n{self.log(start)[-3000:]}"
+            ) from None
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(2)  # SIGINT: rclpy shuts down cleanly
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return self.proc.returncode
+
+
+class SegmentClient:
+    """In-process rclpy participant talking to one segment_node (spun in a background thread)."""
+
+    def __init__(
+        self,
+        input_topic: str = "/lidar/points",
+        node_ns: str = "/segment_node",
+        service: str = "/query_text",
+        cameras: Sequence[str] = (),
+        image_topic: str = "/camera/{name}/image_raw",
+        info_topic: str = "/camera/{name}/camera_info",
+        keep: int = 200,
+    ) -> None:
+        if not rclpy.ok():
+            rclpy.init()
+        self.node = Node(f"segment_client_{time.monotonic_ns() % 10**9}")
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self.pub_cloud = self.node.create_publisher(PointCloud2, input_topic, reliable)
+        self.pub_image = {c: self.node.create_publisher(Image, image_topic.format(name=c), reliable) for c in cameras}
+        self.pub_info = {
+            c: self.node.create_publisher(CameraInfo, info_topic.format(name=c), reliable) for c in cameras
+        }
+        self.outputs: dict[int, tuple[PointCloud2, float]] = {}  # stamp -> (msg, monotonic receipt)
+        self.query_results: list[PointCloud2] = []
+        self.legends: list[dict] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self._keep = keep
+        self._lock = threading.Lock()
+        ns = node_ns.rstrip("/")
+        self.labels_topic = f"{ns}/labels"
+        self.node.create_subscription(PointCloud2, self.labels_topic, self._on_labels, QoSProfile(depth=50))
+        self.node.create_subscription(PointCloud2, f"{ns}/query_result", self._on_query_result, 10)
+        self.node.create_subscription(String, f"{ns}/legend", self._on_legend, latched)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.client = self.node.create_client(QueryText, service)
+        self._executor = SingleThreadedExecutor()
+        self._executor.add_node(self.node)
+        self._running = True
+        self._spinner = threading.Thread(target=self._spin, daemon=True)
+        self._spinner.start()
+
+    def _spin(self) -> None:
+        while self._running and rclpy.ok():
+            self._executor.spin_once(timeout_sec=0.05)
+
+    # -- callbacks ----------------------------------------------------------------------------
+    def _on_labels(self, msg: PointCloud2) -> None:
+        with self._lock:
+            self.outputs[stamp_ns(msg.header)] = (msg, time.monotonic())
+            while len(self.outputs) > self._keep:
+                self.outputs.pop(next(iter(self.outputs)))
+
+    def _on_query_result(self, msg: PointCloud2) -> None:
+        self.query_results.append(msg)
+
+    def _on_legend(self, msg: String) -> None:
+        self.legends.append(json.loads(msg.data))
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        self.diagnostics.append(msg)
+        del self.diagnostics[:-20]
+
+    # -- sending ------------------------------------------------------------------------------
+    def wait_ready(self, timeout: float = 30.0, cameras: bool = True) -> None:
+        """Wait until the node subscribes to our topics, publishes labels and serves queries."""
+
+        def ready() -> bool:
+            return (
+                self.pub_cloud.get_subscription_count() > 0
+                and self.node.count_publishers(self.labels_topic) > 0
+                and self.client.service_is_ready()
+                and (not cameras or all(p.get_subscription_count() > 0 for p in self.pub_image.values()))
+            )
+
+        wait_until(ready, timeout)
+
+    def publish_points(self, points: np.ndarray, t_ns: int, frame_id: str = "lidar_top") -> PointCloud2:
+        msg = conv.xyz_cloud(make_header(t_ns, frame_id), points)
+        self.pub_cloud.publish(msg)
+        return msg
+
+    def publish_image(self, cam: str, rgb: np.ndarray, K: np.ndarray, t_ns: int, frame_id: str = "") -> None:
+        frame_id = frame_id or f"{cam}_optical"
+        header = make_header(t_ns, frame_id)
+        info = CameraInfo(header=header, height=rgb.shape[0], width=rgb.shape[1], distortion_model="plumb_bob")
+        info.k = [float(v) for v in np.asarray(K, dtype=np.float64).reshape(-1)]
+        info.p = [
+            float(K[0, 0]),
+            0.0,
+            float(K[0, 2]),
+            0.0,
+            0.0,
+            float(K[1, 1]),
+            float(K[1, 2]),
+            0.0,
+            0.0,
+            0.0,
+            1.0,
+            0.0,
+        ]
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        self.pub_info[cam].publish(info)
+        self.pub_image[cam].publish(conv.rgb_to_image(header, rgb))
+
+    def wait_output(self, t_ns: int, timeout: float = 10.0) -> PointCloud2:
+        return wait_until(lambda: self.outputs.get(t_ns, (None,))[0], timeout)
+
+    def query(self, text: str, threshold: float = 0.0, top_k: int = 0, timeout: float = 10.0) -> QueryText.Response:
+        if not self.client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError("query service not available")
+        future = self.client.call_async(QueryText.Request(text=text, threshold=float(threshold), top_k=int(top_k)))
+        done = threading.Event()
+        future.add_done_callback(lambda _f: done.set())
+        if not done.wait(timeout):
+            raise TimeoutError(f"no answer to query {text!r} within {timeout} s")
+        return future.result()
+
+    def close(self) -> None:
+        self._running = False
+        self._spinner.join(5)
+        self._executor.shutdown()
+        self.node.destroy_node()
