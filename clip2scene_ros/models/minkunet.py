@@ -1,0 +1,292 @@
+"""MinkUNet on the gather + matmul sparse engine, with named embedding heads.
+
+Layout (SpVNAS/MinkUNet): a stem of submanifold convolutions, four encoder stages (k2s2 down-conv
++ residual blocks), four decoder stages (transposed k2s2 up-conv to the encoder's coordinates,
+concatenation with the skip, residual blocks), then one linear head per name on voxel features.
+``layers`` gives the residual blocks per stage (MinkUNet18: 2 everywhere; MinkUNet34:
+2,3,4,6 in the encoder), ``width`` scales every channel count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from clip2scene_ros.sparse import KernelMaps, build_kernel_maps, voxelize
+from clip2scene_ros.sparse.ops import DownConv3d, SubmConv3d, UpConv3d
+
+FEATURE_COLUMNS = {"x": 0, "y": 1, "z": 2, "intensity": 3}
+
+
+def feature_column(name: str) -> int:
+    """Column of a named input feature in a point array [P, 3+F] (``feat<i>`` = column 3+i)."""
+    if name in FEATURE_COLUMNS:
+        return FEATURE_COLUMNS[name]
+    if name.startswith("feat") and name[4:].isdigit():
+        return 3 + int(name[4:])
+    raise ValueError(f"unknown input feature {name!r}; use x, y, z, intensity or feat<i> (column 3+i)")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a :class:`MinkUNet` (stored as JSON next to checkpoints)."""
+
+    name: str = "minkunet18"
+    layers: list[int] = field(default_factory=lambda: [2, 2, 2, 2, 2, 2, 2, 2])
+    stem_channels: int = 32
+    stem_convs: int = 2
+    stem_kernel: int = 3
+    encoder_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 96, 96])
+    width: float = 1.0
+    in_features: list[str] = field(default_factory=lambda: ["intensity"])
+    heads: list[str] = field(default_factory=lambda: ["global", "local"])
+    embed_dim: int = 512
+    voxel_size: float = 0.1
+    bn_momentum: float = 0.1
+
+    def __post_init__(self) -> None:
+        if len(self.layers) != 8:
+            raise ValueError(f"layers needs 8 entries (4 encoder + 4 decoder stages), got {self.layers}")
+        if len(self.encoder_channels) != 4 or len(self.decoder_channels) != 4:
+            raise ValueError("encoder_channels and decoder_channels need 4 entries each")
+        if self.width <= 0 or self.embed_dim <= 0 or self.voxel_size <= 0:
+            raise ValueError("width, embed_dim and voxel_size must be positive")
+        if not self.heads or len(set(self.heads)) != len(self.heads):
+            raise ValueError(f"heads must be a non-empty list of unique names, got {self.heads}")
+        if self.stem_kernel % 2 == 0:
+            raise ValueError(f"stem_kernel must be odd, got {self.stem_kernel}")
+        for f in self.in_features:
+            feature_column(f)
+        self.layers = [int(v) for v in self.layers]
+        self.heads = list(self.heads)
+        self.in_features = list(self.in_features)
+
+    def scaled(self, c: int) -> int:
+        return max(1, round(c * self.width))
+
+    @property
+    def kernel_sizes(self) -> tuple[int, ...]:
+        return tuple(dict.fromkeys([3, self.stem_kernel]))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; valid keys: {sorted(names)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class ConvBN(nn.Module):
+    """Sparse or pointwise convolution + BatchNorm (+ ReLU); BN folds into the conv for inference."""
+
+    def __init__(self, conv: nn.Module, channels: int, momentum: float) -> None:
+        super().__init__()
+        self.conv = conv
+        self.bn: nn.Module = nn.BatchNorm1d(channels, momentum=momentum)
+
+    def forward(self, x: Tensor, maps: KernelMaps, level: int, relu: bool) -> Tensor:
+        if isinstance(self.bn, nn.Identity):
+            return self.conv(x, maps, level, relu=relu)
+        y = self.bn(self.conv(x, maps, level))
+        return torch.relu(y) if relu else y
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        if isinstance(self.bn, nn.Identity):
+            return
+        bn = self.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = bn.bias - bn.running_mean * scale
+        if self.conv.bias is not None:
+            bias = bias + self.conv.bias * scale
+        self.conv.weight.mul_(scale.to(self.conv.weight.dtype))
+        self.conv.bias = nn.Parameter(bias.to(self.conv.weight.dtype))
+        self.bn = nn.Identity()
+
+
+class Pointwise(nn.Module):
+    """1x1x1 convolution (residual shortcut); weight ``[1, C_in, C_out]`` like the sparse convs."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(1, in_channels, out_channels))
+        self.bias: nn.Parameter | None = None
+        nn.init.uniform_(self.weight, -(3.0 / in_channels) ** 0.5, (3.0 / in_channels) ** 0.5)
+
+    def forward(self, x: Tensor, maps: KernelMaps, level: int, relu: bool = False) -> Tensor:
+        y = x @ self.weight[0].to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return torch.relu(y) if relu else y
+
+
+class BasicBlock(nn.Module):
+    """conv3-BN-ReLU-conv3-BN + shortcut (1x1 conv + BN when channels change), then ReLU."""
+
+    def __init__(self, cin: int, cout: int, momentum: float) -> None:
+        super().__init__()
+        self.conv1 = ConvBN(SubmConv3d(cin, cout, 3), cout, momentum)
+        self.conv2 = ConvBN(SubmConv3d(cout, cout, 3), cout, momentum)
+        self.shortcut = ConvBN(Pointwise(cin, cout), cout, momentum) if cin != cout else None
+
+    def forward(self, x: Tensor, maps: KernelMaps, level: int) -> Tensor:
+        y = self.conv2(self.conv1(x, maps, level, True), maps, level, False)
+        s = x if self.shortcut is None else self.shortcut(x, maps, level, False)
+        return torch.relu(y + s)
+
+
+class MinkUNet(nn.Module):
+    """Sparse residual U-Net; see the module docstring. Build with :func:`create_model`."""
+
+    num_levels = 5
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        m = config.bn_momentum
+        cin = len(config.in_features)
+        stem = config.scaled(config.stem_channels)
+        enc = [config.scaled(c) for c in config.encoder_channels]
+        dec = [config.scaled(c) for c in config.decoder_channels]
+        self.stem = nn.ModuleList()
+        for i in range(config.stem_convs):
+            self.stem.append(ConvBN(SubmConv3d(cin if i == 0 else stem, stem, config.stem_kernel), stem, m))
+        self.down = nn.ModuleList()
+        self.enc_blocks = nn.ModuleList()
+        prev = stem
+        for i, c in enumerate(enc):
+            self.down.append(ConvBN(DownConv3d(prev, c), c, m))
+            self.enc_blocks.append(nn.ModuleList([BasicBlock(c, c, m) for _ in range(config.layers[i])]))
+            prev = c
+        skips = [stem, *enc[:-1]]  # channels at levels 0..3
+        self.up = nn.ModuleList()
+        self.dec_blocks = nn.ModuleList()
+        for i, c in enumerate(dec):
+            self.up.append(ConvBN(UpConv3d(prev, c), c, m))
+            skip = skips[3 - i]
+            blocks = [BasicBlock(c + skip if j == 0 else c, c, m) for j in range(config.layers[4 + i])]
+            self.dec_blocks.append(nn.ModuleList(blocks))
+            prev = c
+        self.out_channels = prev
+        self.heads = nn.ModuleDict({name: nn.Linear(prev, config.embed_dim) for name in config.heads})
+        self.bn_folded = False
+
+    # -- core -----------------------------------------------------------------------------------
+    def forward(self, feats: Tensor, maps: KernelMaps) -> dict[str, Tensor]:
+        """Voxel features [N_0, C_in] in level-0 row order -> ``{head: [N_0, embed_dim]}``."""
+        if feats.ndim != 2 or feats.shape[1] != len(self.config.in_features):
+            raise ValueError(
+                f"expected voxel features [N, {len(self.config.in_features)}] "
+                f"({', '.join(self.config.in_features)}), got {tuple(feats.shape)}"
+            )
+        n0 = maps.subm_map(0).num_voxels
+        if n0 >= 0 and feats.shape[0] != n0:
+            raise ValueError(
+                f"{feats.shape[0]} feature rows but the kernel maps hold {n0} voxels; "
+                "build the maps from the same voxel coordinates"
+            )
+        x = feats
+        for conv in self.stem:
+            x = conv(x, maps, 0, True)
+        skips = [x]
+        for i, (down, blocks) in enumerate(zip(self.down, self.enc_blocks)):
+            x = down(x, maps, i, True)
+            for b in blocks:
+                x = b(x, maps, i + 1)
+            skips.append(x)
+        for i, (up, blocks) in enumerate(zip(self.up, self.dec_blocks)):
+            level = 3 - i
+            x = up(x, maps, level, True)
+            x = torch.cat([x, skips[level]], 1)
+            for b in blocks:
+                x = b(x, maps, level)
+        return {name: head(x) for name, head in self.heads.items()}
+
+    def build_maps(self, coords: Tensor) -> KernelMaps:
+        """Kernel maps for this architecture (5 levels, the kernels it uses)."""
+        return build_kernel_maps(coords, self.num_levels, self.config.kernel_sizes, primary_kernel=3)
+
+    def feature_columns(self) -> list[int]:
+        return [feature_column(f) for f in self.config.in_features]
+
+    # -- convenience ----------------------------------------------------------------------------
+    def encode_points(
+        self, points: Sequence[Tensor], voxel_size: float | None = None
+    ) -> list[dict[str, Tensor]]:
+        """Per-point features for a batch of clouds ``[P_i, 3+F]``: voxelize, run, gather back.
+
+        Differentiable with respect to the weights (and the feature columns). Points dropped for
+        NaN/Inf get zero features.
+        """
+        if isinstance(points, Tensor):
+            points = [points]
+        if not points:
+            raise ValueError("encode_points() needs at least one cloud")
+        cols = self.feature_columns()
+        need = max(cols) + 1
+        dtype = next(self.parameters()).dtype
+        device = next(self.parameters()).device
+        clouds = []
+        for i, p in enumerate(points):
+            p = torch.as_tensor(p)
+            if p.ndim != 2 or p.shape[1] < need:
+                raise ValueError(
+                    f"cloud {i} has shape {tuple(p.shape)}, the model reads columns {cols} "
+                    f"({', '.join(self.config.in_features)}): pass [P, {need}+] points"
+                )
+            clouds.append(p.to(device=device, dtype=torch.float32))
+        vs = self.config.voxel_size if voxel_size is None else voxel_size
+        vox = voxelize(clouds, vs)
+        sizes = [len(p) for p in clouds]
+        if len(vox) == 0:
+            d = self.config.embed_dim
+            return [{h: clouds[i].new_zeros((n, d)) for h in self.config.heads} for i, n in enumerate(sizes)]
+        maps = self.build_maps(vox.coords)
+        feats = vox.feats.index_select(0, maps.input_order)[:, cols].to(dtype)
+        out = self(feats, maps)
+        p2v = vox.point_to_voxel
+        valid = p2v >= 0
+        rows = torch.where(valid, maps.input_rank[p2v.clamp(min=0)], torch.zeros_like(p2v))
+        per_point = {}
+        for h, f in out.items():
+            g = f.float().index_select(0, rows)
+            per_point[h] = torch.where(valid[:, None], g, torch.zeros_like(g))
+        result = []
+        start = 0
+        for n in sizes:
+            result.append({h: v[start : start + n] for h, v in per_point.items()})
+            start += n
+        return result
+
+    @torch.no_grad()
+    def fold_bn(self) -> MinkUNet:
+        """Fold every BatchNorm into its convolution (inference only; switches to eval mode)."""
+        self.eval()
+        for mod in self.modules():
+            if isinstance(mod, ConvBN):
+                mod.fold()
+        self.bn_folded = True
+        return self
+
+
+class ExportModule(nn.Module):
+    """Flat-tensor wrapper for ONNX export: ``(feats, *kernel_map_tensors) -> head outputs``."""
+
+    def __init__(self, model: MinkUNet) -> None:
+        super().__init__()
+        self.model = model
+        self.head_names = list(model.config.heads)
+
+    def forward(self, feats: Tensor, *map_tensors: Tensor) -> tuple[Tensor, ...]:
+        maps = KernelMaps.from_flat(list(map_tensors), MinkUNet.num_levels, primary_kernel=3)
+        out = self.model(feats, maps)
+        return tuple(out[h] for h in self.head_names)

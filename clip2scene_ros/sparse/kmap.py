@@ -1,0 +1,350 @@
+"""Kernel maps: the data-dependent neighbour structure, built outside the network with torch ops.
+
+Everything here is sort + unique + searchsorted on packed int64 keys, so the same code runs on CPU
+and CUDA, and none of it has to live in an exported ONNX/TensorRT graph (TensorRT has no
+``Unique`` and a capped ``TopK``).
+
+Layout of the maps (what the convolutions in :mod:`.ops` consume):
+
+* Each stride level ``s`` has its own voxel order: rows sorted by the number of (non-centre)
+  submanifold neighbours, descending. Then, for every column ``j`` of a row's neighbour list, the
+  rows that have a ``j``-th neighbour form a prefix ``[0, n_j)``; adding the per-offset results
+  back is a gather plus a prefix add, scatter-free and proportional to the real pair count.
+* :class:`SubmMap` (odd kernel ``k``, ``K = k**3`` offsets, row-major over (x, y, z), centre
+  excluded): ``pair_in`` [M] input rows grouped by offset (segment ``i`` = ``pair_bounds[i]:
+  pair_bounds[i+1]``), and ``acc_idx`` [M] positions into the concatenated per-offset results,
+  grouped by column (segment ``j`` holds rows ``0..n_j-1``).
+* :class:`DownMap` (k2 s2 between levels ``s`` and ``s+1``; the transposed k2 s2 up-conv reuses it):
+  fine rows grouped by child slot ``a = 4*(x&1) + 2*(y&1) + (z&1)`` (``fine = 2*coarse + a``),
+  their parents, the slot bounds, ``child_table`` [N_coarse, 8] (position of each child in the
+  grouped order, ``N_fine`` = zero row) and ``inv`` [N_fine] (position of each fine row).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .voxelize import check_coords, offset_key, pack_keys, unpack_keys
+
+
+def kernel_offsets(kernel_size: int) -> list[tuple[int, int, int]]:
+    """Offsets of an odd kernel, row-major over (x, y, z) (x slowest; spconv's KRSC order)."""
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"submanifold kernels must have an odd size, got {kernel_size}")
+    r = range(-(kernel_size // 2), kernel_size // 2 + 1)
+    return [(dx, dy, dz) for dx in r for dy in r for dz in r]
+
+
+def is_tracing() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+class _DynSlice(torch.autograd.Function):
+    """``x[start:end]`` with tensor bounds that stays dynamic in a traced ONNX graph (``Slice``)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, start: Tensor, end: Tensor) -> Tensor:  # noqa: ANN001
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return x[int(start) : int(end)]
+
+    @staticmethod
+    def symbolic(g, x, start, end):  # noqa: ANN001, ANN205
+        axes = g.op("Constant", value_t=torch.tensor([0], dtype=torch.int64))
+        s = g.op("Unsqueeze", start, axes)
+        e = g.op("Unsqueeze", end, axes)
+        return g.op("Slice", x, s, e, axes)
+
+
+def dyn_slice(x: Tensor, start: Tensor, end: Tensor) -> Tensor:
+    return _DynSlice.apply(x, start, end)
+
+
+def _segments(t: Tensor, bounds: Tensor, cache: dict, name: str) -> list[Tensor]:
+    """Split ``t`` at ``bounds``; cached per map so all layers of a level share the slices."""
+    key = (name, is_tracing())
+    if key not in cache:
+        if key[1]:
+            cache[key] = [dyn_slice(t, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+        else:
+            b = bounds.tolist()
+            cache[key] = [t[b[i] : b[i + 1]] for i in range(len(b) - 1)]
+    return cache[key]
+
+
+@dataclass(eq=False)
+class SubmMap:
+    """Submanifold neighbour map of one level (see module docstring)."""
+
+    kernel_size: int
+    num_voxels: int
+    pair_in: Tensor
+    pair_bounds: Tensor
+    acc_idx: Tensor
+    acc_bounds: Tensor
+    # Set when this map's rows are not sorted in the level order (a second kernel size).
+    row_rank: Tensor | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def num_pairs(self) -> int:
+        return int(self.pair_in.shape[0])
+
+    def pair_segments(self) -> list[Tensor]:
+        return _segments(self.pair_in, self.pair_bounds, self._cache, "pair")
+
+    def acc_segments(self) -> list[Tensor]:
+        return _segments(self.acc_idx, self.acc_bounds, self._cache, "acc")
+
+    def acc_lengths(self) -> list:
+        """n_j per column: python ints eagerly, 0-d tensors when tracing."""
+        key = ("len", is_tracing())
+        if key not in self._cache:
+            n = self.acc_bounds[1:] - self.acc_bounds[:-1]
+            self._cache[key] = [n[j] for j in range(len(n))] if key[1] else n.tolist()
+        return self._cache[key]
+
+    def tensors(self) -> list[Tensor]:
+        return [self.pair_in, self.pair_bounds, self.acc_idx, self.acc_bounds]
+
+
+@dataclass(eq=False)
+class DownMap:
+    """k2 s2 map between a fine level and the next coarser one (see module docstring)."""
+
+    fine_idx: Tensor
+    parent_idx: Tensor
+    slot_bounds: Tensor
+    child_table: Tensor
+    inv: Tensor
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def fine_segments(self) -> list[Tensor]:
+        return _segments(self.fine_idx, self.slot_bounds, self._cache, "fine")
+
+    def parent_segments(self) -> list[Tensor]:
+        return _segments(self.parent_idx, self.slot_bounds, self._cache, "parent")
+
+    def tensors(self) -> list[Tensor]:
+        return [self.fine_idx, self.parent_idx, self.slot_bounds, self.child_table, self.inv]
+
+
+SUBM_INPUTS = ("pair_in", "pair_bounds", "acc_idx", "acc_bounds")
+DOWN_INPUTS = ("fine_idx", "parent_idx", "slot_bounds", "child_table", "inv")
+
+
+@dataclass(eq=False)
+class KernelMaps:
+    """All maps of one forward pass: built once, shared by every layer of the same level.
+
+    coords[s]: int64 [N_s, 4] voxel coordinates of level s (stride 2**s) in that level's row order.
+    input_order: int64 [N_0]; level-0 row r is row ``input_order[r]`` of the coords passed in.
+    input_rank: the inverse permutation (input row -> level-0 row).
+    """
+
+    coords: list[Tensor]
+    input_order: Tensor
+    input_rank: Tensor
+    subm: list[dict[int, SubmMap]]
+    down: list[DownMap]
+    primary_kernel: int = 3
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.coords)
+
+    def subm_map(self, level: int, kernel_size: int | None = None) -> SubmMap:
+        k = self.primary_kernel if kernel_size is None else kernel_size
+        try:
+            return self.subm[level][k]
+        except (IndexError, KeyError):
+            raise KeyError(
+                f"no submanifold map for level {level}, kernel {k}; build_kernel_maps(..., "
+                f"num_levels>{level}, kernel_sizes including {k})"
+            ) from None
+
+    def flat_tensors(self) -> list[Tensor]:
+        """The tensors an exported graph takes (primary subm map per level, then down maps)."""
+        out: list[Tensor] = []
+        for s in range(self.num_levels):
+            out += self.subm[s][self.primary_kernel].tensors()
+        for d in self.down:
+            out += d.tensors()
+        return out
+
+    @staticmethod
+    def input_names(num_levels: int) -> list[str]:
+        names = [f"subm{s}_{n}" for s in range(num_levels) for n in SUBM_INPUTS]
+        names += [f"down{s}_{n}" for s in range(num_levels - 1) for n in DOWN_INPUTS]
+        return names
+
+    @classmethod
+    def from_flat(cls, tensors: list[Tensor], num_levels: int, primary_kernel: int = 3) -> KernelMaps:
+        """Rebuild the structure the network needs from :meth:`flat_tensors` (used when tracing)."""
+        it = iter(tensors)
+        subm = []
+        for _ in range(num_levels):
+            pair_in, pair_bounds, acc_idx, acc_bounds = (next(it) for _ in SUBM_INPUTS)
+            subm.append({primary_kernel: SubmMap(primary_kernel, -1, pair_in, pair_bounds, acc_idx, acc_bounds)})
+        down = [DownMap(*(next(it) for _ in DOWN_INPUTS)) for _ in range(num_levels - 1)]
+        empty = torch.zeros(0, dtype=torch.long)
+        return cls([empty] * num_levels, empty, empty, subm, down, primary_kernel)
+
+
+def _searchsorted(sorted_keys: Tensor, query: Tensor) -> Tensor:
+    # numpy's binary search narrows the range for sorted queries: several times faster on CPU.
+    if sorted_keys.device.type == "cpu":
+        return torch.from_numpy(np.searchsorted(sorted_keys.numpy(), query.numpy()))
+    return torch.searchsorted(sorted_keys, query)
+
+
+def _offset_pairs(keys: Tensor, kernel_size: int) -> dict[int, tuple[Tensor, Tensor]]:
+    """Neighbour pairs per non-centre offset over the sorted ``keys`` [N]:
+    ``{offset index: (out rows, in rows)}`` with ``keys[in] == keys[out] + delta(offset)``.
+
+    Keys are sorted with z fastest, so the neighbours in one (dx, dy) column lie at most 2r
+    positions after a single search. Only half of the offsets are searched; the other half follows
+    by symmetry (j is i's neighbour at d  <=>  i is j's neighbour at -d). Within an offset both
+    lists are ascending, since adding a constant to a key preserves order.
+    """
+    n = keys.shape[0]
+    k, r = kernel_size, kernel_size // 2
+    out: dict[int, tuple[Tensor, Tensor]] = {}
+    if n == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=keys.device)
+        return {i: (empty, empty) for i in range(k**3) if i != k**3 // 2}
+    rows = torch.arange(n, device=keys.device)
+
+    def index(dx: int, dy: int, dz: int) -> int:
+        return ((dx + r) * k + (dy + r)) * k + (dz + r)
+
+    for dx in range(0, r + 1):
+        for dy in range(-r, r + 1):
+            if dx == 0 and dy < 0:
+                continue
+            centre_column = dx == 0 and dy == 0
+            # first candidate position: the key itself for the own column, else a search.
+            start = rows if centre_column else _searchsorted(keys, keys + offset_key(dx, dy, -r))
+            cand = [keys.index_select(0, (start + j).clamp_(max=n - 1)) for j in range(2 * r + 1)]
+            for dz in range(1 if centre_column else -r, r + 1):
+                q = keys + offset_key(dx, dy, dz)
+                found = torch.full_like(rows, -1)
+                # the key at offset dz is at most dz (own column) or dz + r (others) places on.
+                for j in range(1 if centre_column else 0, (dz if centre_column else dz + r) + 1):
+                    found = torch.where(cand[j] == q, (start + j).clamp(max=n - 1), found)
+                src = (found >= 0).nonzero().squeeze(1)
+                dst = found.index_select(0, src)
+                out[index(dx, dy, dz)] = (src, dst)
+                out[index(-dx, -dy, -dz)] = (dst, src)
+    return dict(sorted(out.items()))
+
+
+def _subm_map(
+    pairs: dict[int, tuple[Tensor, Tensor]], n: int, kernel_size: int, rank: Tensor, sorted_rows: bool
+) -> SubmMap:
+    """Build a :class:`SubmMap` from natural-order pairs, remapped to level order by ``rank``."""
+    device = rank.device
+    outs = [rank.index_select(0, o) for o, _ in pairs.values()]
+    ins = [rank.index_select(0, i) for _, i in pairs.values()]
+    row_rank = None
+    if not sorted_rows:  # a second kernel size: its own row order, mapped back by row_rank
+        cnt = torch.bincount(torch.cat(outs), minlength=n) if outs else torch.zeros(n, dtype=torch.long)
+        row_order = torch.argsort(-cnt, stable=True)
+        row_rank = torch.empty_like(row_order)
+        row_rank[row_order] = torch.arange(n, device=device)
+        outs = [row_rank.index_select(0, o) for o in outs]
+    zero = torch.zeros(1, dtype=torch.long, device=device)
+    lengths = torch.tensor([len(o) for o in outs], dtype=torch.long, device=device)
+    pair_bounds = torch.cat([zero, lengths.cumsum(0)])
+    pair_in = torch.cat(ins) if ins else zero[:0]
+    # column of each pair = how many earlier offsets the same output row already has.
+    seen = torch.zeros(n, dtype=torch.long, device=device)
+    cols = []
+    for o in outs:
+        cols.append(seen.index_select(0, o))
+        seen.index_add_(0, o, torch.ones_like(o))
+    m = int(pair_bounds[-1])
+    # rows are sorted by pair count, so column j holds exactly rows 0..n_j-1, in order.
+    n_j = torch.bincount(seen, minlength=len(outs) + 1).flip(0).cumsum(0).flip(0)[1:]
+    acc_bounds = torch.cat([zero, n_j.cumsum(0)])
+    acc_idx = torch.empty(m, dtype=torch.long, device=device)
+    if m:
+        col = torch.cat(cols)
+        acc_idx[acc_bounds.index_select(0, col) + torch.cat(outs)] = torch.arange(m, device=device)
+    return SubmMap(kernel_size, n, pair_in, pair_bounds, acc_idx, acc_bounds, row_rank)
+
+
+def build_kernel_maps(
+    coords: Tensor,
+    num_levels: int = 5,
+    kernel_sizes: tuple[int, ...] = (3,),
+    primary_kernel: int | None = None,
+) -> KernelMaps:
+    """Build every map a forward pass needs from voxel coordinates [N, 4] (batch, x, y, z).
+
+    ``num_levels`` counts the resolution levels (stride 1, 2, ..., 2**(num_levels-1)); a
+    MinkUNet with four k2s2 down-convolutions needs 5. Submanifold maps are built at every level
+    for each size in ``kernel_sizes``; the level row order follows ``primary_kernel`` (default: the
+    first size).
+    """
+    if num_levels < 1:
+        raise ValueError(f"num_levels must be >= 1, got {num_levels}")
+    coords = torch.as_tensor(coords)
+    check_coords(coords, "coordinates passed to build_kernel_maps")
+    primary = kernel_sizes[0] if primary_kernel is None else primary_kernel
+    sizes = list(dict.fromkeys([primary, *kernel_sizes]))
+    for k in sizes:
+        kernel_offsets(k)  # validates odd sizes
+    device = coords.device
+    keys = pack_keys(coords)
+    keys0, perm0 = torch.sort(keys)
+    if keys0.numel() > 1 and bool((keys0[1:] == keys0[:-1]).any()):
+        raise ValueError("duplicate voxel coordinates: voxelize the points first (each voxel once)")
+    # Natural (key-sorted) order per level, and the parent of every fine voxel.
+    nat_keys = [keys0]
+    parents: list[Tensor] = []
+    for _ in range(num_levels - 1):
+        c = unpack_keys(nat_keys[-1])
+        c[:, 1:] = c[:, 1:] >> 1  # floor division by 2, also for negative coordinates
+        ck, parent = torch.unique(pack_keys(c), sorted=True, return_inverse=True)
+        nat_keys.append(ck)
+        parents.append(parent)
+
+    orders, ranks, subm = [], [], []
+    for nk in nat_keys:
+        n = nk.shape[0]
+        pairs = {k: _offset_pairs(nk, k) for k in sizes}
+        outs = [o for o, _ in pairs[primary].values()]
+        cnt = torch.bincount(torch.cat(outs), minlength=n) if outs else torch.zeros(n, dtype=torch.long)
+        order = torch.argsort(-cnt, stable=True)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(n, device=device)
+        orders.append(order)
+        ranks.append(rank)
+        subm.append({k: _subm_map(pairs[k], n, k, rank, sorted_rows=k == primary) for k in sizes})
+
+    level_coords = [unpack_keys(nk[o]) for nk, o in zip(nat_keys, orders)]
+    down = []
+    for s in range(num_levels - 1):
+        fine = level_coords[s]
+        nf, ncoarse = fine.shape[0], level_coords[s + 1].shape[0]
+        parent = ranks[s + 1][parents[s][orders[s]]]
+        slot = ((fine[:, 1] & 1) << 2) | ((fine[:, 2] & 1) << 1) | (fine[:, 3] & 1)
+        fine_idx = torch.argsort(slot * max(nf, 1) + torch.arange(nf, device=device))
+        inv = torch.empty_like(fine_idx)
+        inv[fine_idx] = torch.arange(nf, device=device)
+        child = torch.full((ncoarse, 8), nf, dtype=torch.long, device=device)
+        child[parent, slot] = inv
+        zero = torch.zeros(1, dtype=torch.long, device=device)
+        bounds = torch.cat([zero, torch.bincount(slot, minlength=8).cumsum(0)])
+        down.append(DownMap(fine_idx, parent[fine_idx], bounds, child, inv))
+
+    input_order = perm0[orders[0]]
+    input_rank = torch.empty_like(input_order)
+    input_rank[input_order] = torch.arange(len(input_order), device=device)
+    return KernelMaps(level_coords, input_order, input_rank, subm, down, primary)

@@ -1,0 +1,163 @@
+"""Sparse convolutions as gather + matmul over precomputed kernel maps (scatter-free).
+
+Weights are stored as ``[K, C_in, C_out]`` with offsets row-major over (x, y, z) (see
+:func:`.kmap.kernel_offsets`); ``out[o] = sum_k W[k]^T in[nbr(o, k)]`` (cross-correlation).
+
+Per offset only the rows that really have a neighbour are gathered and multiplied (a compact
+matmul), so the cost follows the neighbour count. The per-offset results are added back by
+gathering them through an index (no scatter/index_add, which exports wrongly to ONNX): eagerly as
+in-place adds on row prefixes, in a traced graph as a chain of Gather/Concat/Add over the same
+prefixes. Reduced precision (bf16/fp16 features and weights) accumulates in fp32 and returns the
+input dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .kmap import DownMap, KernelMaps, SubmMap, dyn_slice, is_tracing
+
+
+def _acc_dtype(x: Tensor) -> torch.dtype:
+    return torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
+
+
+def _finish(out: Tensor, bias: Tensor | None, relu: bool, dtype: torch.dtype) -> Tensor:
+    if bias is not None:
+        out = out + bias.to(out.dtype)
+    if relu:
+        out = torch.relu(out)
+    return out.to(dtype)
+
+
+def _per_offset(x: Tensor, weights: list[Tensor], segs: list[Tensor], cout: int) -> Tensor:
+    """Concatenated ``x[seg_i] @ W_i`` over offsets, plus one zero row at the end."""
+    if is_tracing() or (torch.is_grad_enabled() and (x.requires_grad or weights[0].requires_grad)):
+        ys = [x.index_select(0, seg) @ w for seg, w in zip(segs, weights)]
+        return torch.cat([*ys, x.new_zeros((1, cout))], 0)
+    total = sum(int(s.shape[0]) for s in segs)
+    ycat = x.new_empty((total + 1, cout))
+    ycat[total].zero_()
+    start = 0
+    for seg, w in zip(segs, weights):
+        n = int(seg.shape[0])
+        if n:
+            torch.mm(x.index_select(0, seg), w, out=ycat[start : start + n])
+        start += n
+    return ycat
+
+
+def subm_conv(
+    x: Tensor, weight: Tensor, bias: Tensor | None, m: SubmMap, relu: bool = False
+) -> Tensor:
+    """Submanifold convolution (odd kernel, stride 1): ``x`` [N, C_in] in level order."""
+    k, cin, cout = weight.shape
+    if k != m.kernel_size**3 and m.kernel_size > 0:
+        raise ValueError(f"weight has {k} offsets but the map is for kernel {m.kernel_size}")
+    if x.shape[1] != cin:
+        raise ValueError(f"input has {x.shape[1]} channels, the layer expects {cin}")
+    c = k // 2
+    w = weight.to(x.dtype)
+    acc_t = _acc_dtype(x)
+    out = (x @ w[c]).to(acc_t)
+    weights = [w[i] for i in range(k) if i != c]
+    ycat = _per_offset(x, weights, m.pair_segments(), cout)
+    segs = m.acc_segments()
+    if is_tracing():
+        lens = m.acc_lengths()
+        zeros = torch.zeros_like(out)
+        acc = None
+        for j in range(len(segs) - 1, -1, -1):
+            g = ycat.index_select(0, segs[j]).to(acc_t)
+            if acc is None:
+                acc = g
+            else:
+                acc = g + torch.cat([acc, dyn_slice(zeros, lens[j + 1], lens[j])], 0)
+        n0 = torch._shape_as_tensor(out)[0]
+        full = torch.cat([acc, dyn_slice(zeros, lens[0], n0)], 0)
+        if m.row_rank is not None:
+            full = full.index_select(0, m.row_rank)
+        out = out + full
+    else:
+        lens = m.acc_lengths()
+        target = out if m.row_rank is None else torch.zeros_like(out)
+        if out.requires_grad or ycat.requires_grad:
+            target = target.clone()
+        for seg, n in zip(segs, lens):
+            if n == 0:
+                break  # lengths are non-increasing
+            target[:n] += ycat.index_select(0, seg)
+        out = target if m.row_rank is None else out + target.index_select(0, m.row_rank)
+    return _finish(out, bias, relu, x.dtype)
+
+
+def down_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: DownMap, relu: bool = False) -> Tensor:
+    """k2 s2 convolution from a fine level to the next coarser one: [N_f, C_in] -> [N_c, C_out]."""
+    _, cin, cout = weight.shape
+    if x.shape[1] != cin:
+        raise ValueError(f"input has {x.shape[1]} channels, the layer expects {cin}")
+    w = weight.to(x.dtype)
+    ycat = _per_offset(x, [w[a] for a in range(8)], m.fine_segments(), cout)
+    acc_t = _acc_dtype(x)
+    out = ycat.index_select(0, m.child_table[:, 0]).to(acc_t)
+    for a in range(1, 8):
+        out = out + ycat.index_select(0, m.child_table[:, a])
+    return _finish(out, bias, relu, x.dtype)
+
+
+def up_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: DownMap, relu: bool = False) -> Tensor:
+    """Transposed k2 s2 convolution back to the fine level the map came from (same coordinates)."""
+    _, cin, cout = weight.shape
+    if x.shape[1] != cin:
+        raise ValueError(f"input has {x.shape[1]} channels, the layer expects {cin}")
+    w = weight.to(x.dtype)
+    ycat = _per_offset(x, [w[a] for a in range(8)], m.parent_segments(), cout)
+    out = ycat.index_select(0, m.inv).to(_acc_dtype(x))
+    return _finish(out, bias, relu, x.dtype)
+
+
+class _SparseConvBase(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, num_offsets: int, bias: bool) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.weight = nn.Parameter(torch.empty(num_offsets, in_channels, out_channels))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        # Kaiming-uniform over the real fan-in (offsets x input channels).
+        bound = math.sqrt(6.0 / (num_offsets * in_channels)) if in_channels else 0.0
+        nn.init.uniform_(self.weight, -bound, bound)
+
+
+class SubmConv3d(_SparseConvBase):
+    """Submanifold convolution with an odd kernel; uses the level's map for its kernel size."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = False) -> None:
+        if kernel_size % 2 == 0:
+            raise ValueError(f"SubmConv3d needs an odd kernel size, got {kernel_size}")
+        super().__init__(in_channels, out_channels, kernel_size**3, bias)
+        self.kernel_size = kernel_size
+
+    def forward(self, x: Tensor, maps: KernelMaps, level: int, relu: bool = False) -> Tensor:
+        return subm_conv(x, self.weight, self.bias, maps.subm_map(level, self.kernel_size), relu)
+
+
+class DownConv3d(_SparseConvBase):
+    """Convolution with kernel 2, stride 2 (level -> level + 1)."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = False) -> None:
+        super().__init__(in_channels, out_channels, 8, bias)
+
+    def forward(self, x: Tensor, maps: KernelMaps, level: int, relu: bool = False) -> Tensor:
+        return down_conv(x, self.weight, self.bias, maps.down[level], relu)
+
+
+class UpConv3d(_SparseConvBase):
+    """Transposed convolution with kernel 2, stride 2 (level + 1 -> level, encoder coordinates)."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = False) -> None:
+        super().__init__(in_channels, out_channels, 8, bias)
+
+    def forward(self, x: Tensor, maps: KernelMaps, level: int, relu: bool = False) -> Tensor:
+        return up_conv(x, self.weight, self.bias, maps.down[level], relu)

@@ -1,0 +1,104 @@
+import pytest
+import torch
+
+from clip2scene_ros.sparse import build_kernel_maps, kernel_offsets, voxelize
+from clip2scene_ros.sparse.samples import lidar_like_scene
+
+
+def _random_coords(n=600, extent=12, batches=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    b = torch.randint(0, batches, (n, 1), generator=g)
+    c = torch.unique(torch.cat([b, torch.randint(-extent, extent, (n, 3), generator=g)], 1), dim=0)
+    return c[torch.randperm(len(c), generator=g)]
+
+
+def _brute_pairs(coords, k):
+    """{(out_row, offset_index): in_row} by dictionary lookup."""
+    lut = {tuple(c): i for i, c in enumerate(coords.tolist())}
+    res = {}
+    for o, (b, x, y, z) in enumerate(coords.tolist()):
+        for j, (dx, dy, dz) in enumerate(kernel_offsets(k)):
+            i = lut.get((b, x + dx, y + dy, z + dz))
+            if i is not None:
+                res[(o, j)] = i
+    return res
+
+
+def _decode_subm(m, k):
+    """Recover {(out_row, offset): in_row} from a SubmMap, checking the prefix layout."""
+    pb, ab = m.pair_bounds.tolist(), m.acc_bounds.tolist()
+    centre = k**3 // 2
+    offsets = [j for j in range(k**3) if j != centre]
+    pos_to_offset, pos_to_in = {}, {}
+    for s, j in enumerate(offsets):
+        for p in range(pb[s], pb[s + 1]):
+            pos_to_offset[p], pos_to_in[p] = j, int(m.pair_in[p])
+    res = {(o, centre): o for o in range(m.num_voxels)}
+    lengths = [ab[j + 1] - ab[j] for j in range(len(offsets))]
+    assert lengths == sorted(lengths, reverse=True), "columns must shrink (rows sorted by count)"
+    for col in range(len(offsets)):
+        seg = m.acc_idx[ab[col] : ab[col + 1]].tolist()
+        for row, p in enumerate(seg):  # column j holds rows 0..n_j-1
+            res[(row, pos_to_offset[p])] = pos_to_in[p]
+    assert sorted(m.acc_idx.tolist()) == list(range(m.num_pairs))
+    return res
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_submanifold_maps_equal_brute_force_on_every_level(k):
+    coords = _random_coords()
+    maps = build_kernel_maps(coords, num_levels=3, kernel_sizes=(3, k))
+    assert torch.equal(maps.coords[0], coords[maps.input_order])
+    assert torch.equal(maps.input_order[maps.input_rank], torch.arange(len(coords)))
+    for s in range(3):
+        m = maps.subm_map(s, k)
+        got = _decode_subm(m, k)
+        if m.row_rank is not None:  # secondary kernel: rows in its own order
+            inv = torch.empty_like(m.row_rank)
+            inv[m.row_rank] = torch.arange(len(inv))
+            got = {(int(inv[o]) if j != k**3 // 2 else o, j): i for (o, j), i in got.items()}
+            got = {key: v for key, v in got.items()}
+            centre = {(o, k**3 // 2): o for o in range(m.num_voxels)}
+            got.update(centre)
+        assert got == _brute_pairs(maps.coords[s], k)
+
+
+def test_levels_down_and_up_maps_follow_floor_division():
+    coords = _random_coords(seed=3)
+    maps = build_kernel_maps(coords, num_levels=4)
+    for s, d in enumerate(maps.down):
+        fine, coarse = maps.coords[s], maps.coords[s + 1]
+        expect = fine.clone()
+        expect[:, 1:] = torch.div(expect[:, 1:], 2, rounding_mode="floor")
+        assert sorted(map(tuple, expect.unique(dim=0).tolist())) == sorted(map(tuple, coarse.tolist()))
+        # each fine voxel: parent = floor(fine / 2), slot = fine - 2 * parent (row-major)
+        parent = torch.empty(len(fine), dtype=torch.long)
+        parent[d.fine_idx] = d.parent_idx
+        assert torch.equal(coarse[parent][:, 1:], expect[:, 1:]) and torch.equal(coarse[parent][:, 0], fine[:, 0])
+        a = fine[:, 1:] - 2 * coarse[parent][:, 1:]
+        slot = a[:, 0] * 4 + a[:, 1] * 2 + a[:, 2]
+        for sl in range(8):
+            seg = d.fine_idx[d.slot_bounds[sl] : d.slot_bounds[sl + 1]]
+            assert bool((slot[seg] == sl).all())
+            # the child table points back at the grouped position of that child
+            has = (d.child_table[:, sl] < len(fine)).nonzero().squeeze(1)
+            child = d.fine_idx[d.child_table[has, sl]]
+            assert torch.equal(parent[child], has) and bool((slot[child] == sl).all())
+        assert torch.equal(d.fine_idx[d.inv], torch.arange(len(fine)))
+        assert int((d.child_table < len(fine)).sum()) == len(fine)
+
+
+def test_maps_for_real_looking_scene_and_errors():
+    v = voxelize(torch.from_numpy(lidar_like_scene(0, beams=16, azimuth_steps=360)), 0.2)
+    maps = build_kernel_maps(v.coords, 5)
+    assert [len(c) for c in maps.coords] == sorted([len(c) for c in maps.coords], reverse=True)
+    avg = (maps.subm_map(0).num_pairs + len(v)) / len(v)
+    assert 1.5 < avg < 27
+    with pytest.raises(ValueError, match="duplicate"):
+        build_kernel_maps(torch.zeros((2, 4), dtype=torch.long))
+    with pytest.raises(ValueError, match="odd"):
+        build_kernel_maps(v.coords, 2, kernel_sizes=(4,))
+    with pytest.raises(ValueError, match="hashable range"):
+        build_kernel_maps(torch.tensor([[0, 10**6, 0, 0]]))
+    empty = build_kernel_maps(torch.zeros((0, 4), dtype=torch.long), 3)
+    assert [len(c) for c in empty.coords] == [0, 0, 0]
