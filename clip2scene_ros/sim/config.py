@@ -52,9 +52,7 @@ class LidarConfig:
             raise SimConfigError(f"lidar.beams={self.beams}: use 1..256 (32 or 64 for nuScenes/KITTI-like)")
         lo, hi = self.vertical_fov_deg
         if not -90.0 < lo < hi < 90.0:
-            raise SimConfigError(
-                f"lidar.vertical_fov_deg={self.vertical_fov_deg}: need -90 < low < high < 90"
-            )
+            raise SimConfigError(f"lidar.vertical_fov_deg={self.vertical_fov_deg}: need -90 < low < high < 90")
         if self.points_per_ring < 8:
             raise SimConfigError(f"lidar.points_per_ring={self.points_per_ring}: use at least 8")
         if not 0 <= self.min_range_m < self.max_range_m:

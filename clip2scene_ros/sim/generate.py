@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -26,15 +26,16 @@ def generate_sequence(
     num_frames: int,
     *,
     world: World | None = None,
-    cameras: bool | None = None,
+    cameras: bool | Callable[[int], bool] | None = None,
     start_frame: int = 0,
 ) -> Iterator[Frame]:
     """Yield ``num_frames`` frames of the drive defined by ``seed`` (deterministic).
 
     ``config``: ``SimConfig`` (None = ``config/sim/default.yaml``). Frames are ``1/frame_rate_hz``
     apart; cameras are rendered on frames whose index is a multiple of ``config.camera_every``
-    (``cameras=False``/``True`` forces none/all). ``world`` replaces the procedural street (tests
-    build hand-made worlds with ``world.assemble_world``). ``start_frame`` skips ahead without
+    (``cameras=False``/``True`` forces none/all; a callable ``f(index) -> bool`` chooses).
+    ``world`` replaces the procedural street (tests build hand-made worlds with
+    ``world.assemble_world``). ``start_frame`` skips ahead without
     rendering the earlier frames (they are independent: the world is a function of time).
     """
     config = SimConfig.default() if config is None else config.validate()
@@ -49,12 +50,13 @@ def generate_sequence(
         t = i * dt
         stamp = t0 + round(t * 1e9)
         rng = np.random.default_rng([int(seed), i, 0xF4A])
-        want_cams = (i % config.camera_every == 0) if cameras is None else cameras
+        if cameras is None:
+            want_cams = i % config.camera_every == 0
+        else:
+            want_cams = bool(cameras(i)) if callable(cameras) else bool(cameras)
         ego_pose, lidar, cams = renderer.render(world, t, rng, cameras=want_cams)
         images = [
-            CameraImage(
-                cm.name, stamp, r.image, r.labels, r.depth, cm.K.copy(), cm.cam_to_ego.copy(), r.instances
-            )
+            CameraImage(cm.name, stamp, r.image, r.labels, r.depth, cm.K.copy(), cm.cam_to_ego.copy(), r.instances)
             for cm, r in zip(renderer.cameras, cams, strict=False)
         ]
         yield Frame(

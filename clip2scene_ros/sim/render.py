@@ -158,9 +158,7 @@ class Renderer:
         self.cameras = [CameraModel.from_spec(s, cc.width, cc.height) for s in cc.specs()]
         self.threads = int(config.threads)
         self._cam_dirs = (
-            np.concatenate([c.directions for c in self.cameras])
-            if self.cameras
-            else np.zeros((0, 3), np.float32)
+            np.concatenate([c.directions for c in self.cameras]) if self.cameras else np.zeros((0, 3), np.float32)
         )
         # sensor noise as a fixed tile added at a random offset: as good as fresh noise for the eye,
         # and far cheaper than drawing millions of normals per frame
@@ -176,9 +174,7 @@ class Renderer:
         scene.add_triangles(o3d.core.Tensor(verts), o3d.core.Tensor(tris))
         return scene
 
-    def _cast(
-        self, scene, origins: np.ndarray, dirs: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _cast(self, scene, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         o3d = _o3d()
         rays = np.empty((len(dirs), 6), np.float32)
         rays[:, :3] = origins
@@ -190,9 +186,7 @@ class Renderer:
         return t_hit, prim, normals
 
     # -- surface attributes -----------------------------------------------------------------------
-    def _texcoords(
-        self, world: World, tri: np.ndarray, p_world: np.ndarray, agent_poses: np.ndarray
-    ) -> np.ndarray:
+    def _texcoords(self, world: World, tri: np.ndarray, p_world: np.ndarray, agent_poses: np.ndarray) -> np.ndarray:
         """Static hits in road coordinates, agent hits in the agent's own frame (textures stick)."""
         w2r = invert(world.road_to_world).astype(np.float32)
         p = p_world @ w2r[:3, :3].T + w2r[:3, 3]

@@ -157,9 +157,7 @@ def assemble_world(
         box_pose = translation(*((lo + hi) / 2))
         boxes.append((box_pose, tuple(float(x) for x in hi - lo)))
     owner_parts = [np.full(len(st), -1, np.int32)]
-    owner_parts += [
-        np.full(sum(n for _, n in mesh.materials), k, np.int32) for k, (_, mesh) in enumerate(agents)
-    ]
+    owner_parts += [np.full(sum(n for _, n in mesh.materials), k, np.int32) for k, (_, mesh) in enumerate(agents)]
     tri_owner = np.concatenate(owner_parts)
     if lighting is None:
         lighting = Lighting(
@@ -181,9 +179,7 @@ def assemble_world(
         agents=[a for a, _ in agents],
         ego=ego,
         lighting=lighting,
-        static_objects=[
-            ObjectBox(o.instance, o.label, r2w @ o.pose, o.size, False) for o in (static_objects or [])
-        ],
+        static_objects=[ObjectBox(o.instance, o.label, r2w @ o.pose, o.size, False) for o in (static_objects or [])],
         agent_local_boxes=boxes,
     )
 
@@ -469,9 +465,7 @@ class _Builder:
             )
         zen = np.array(_hsv(rng, (0.55, 0.63), (0.35, 0.75), (0.6, 0.95)))
         hor = 0.45 * zen + 0.55 * np.array(_hsv(rng, (0.08, 0.6), (0.0, 0.2), (0.85, 1.0)))
-        return Lighting(
-            sun_dir, rng.uniform(0.55, 0.85), rng.uniform(0.3, 0.5), zen, hor, rng.uniform(0.9, 1.15)
-        )
+        return Lighting(sun_dir, rng.uniform(0.55, 0.85), rng.uniform(0.3, 0.5), zen, hor, rng.uniform(0.9, 1.15))
 
     def _buildings(self, xa: float, xb: float, half: float, sides: dict) -> None:
         rng = self.rng
@@ -637,9 +631,7 @@ class _Builder:
             yaw = 0.0 if side < 0 else math.pi
             self.static.extend(_single(pv, pt, post), translation(x, side * (half + 0.5), 0) @ rot_z(yaw))
             self.static_objects.append(
-                ObjectBox(
-                    pole_inst, C.POLE, translation(x, side * (half + 0.5), h / 2), (0.08, 0.08, h), False
-                )
+                ObjectBox(pole_inst, C.POLE, translation(x, side * (half + 0.5), h / 2), (0.08, 0.08, h), False)
             )
             self._static_thing(_single(sv, st, plate), C.TRAFFIC_SIGN, sign_inst, x, side * (half + 0.5), yaw)
         for _ in range(self.count(sc.cones, length)):
