@@ -48,7 +48,6 @@ setup(
     maintainer_email="maintainers@clip2scene-ros.org",
     description="CLIP2Scene for ROS 2: annotation-free LiDAR segmentation distilled from CLIP.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "clip2scene = clip2scene_ros.cli.main:main",
