@@ -164,8 +164,10 @@ class MinkUNet(nn.Module):
         self.enc_blocks = nn.ModuleList()
         prev = stem
         for i, c in enumerate(enc):
-            self.down.append(ConvBN(DownConv3d(prev, c), c, m))
-            self.enc_blocks.append(nn.ModuleList([BasicBlock(c, c, m) for _ in range(config.layers[i])]))
+            # SpVNAS layout: the k2s2 conv keeps the width, the first block changes it.
+            self.down.append(ConvBN(DownConv3d(prev, prev), prev, m))
+            blocks = [BasicBlock(prev if j == 0 else c, c, m) for j in range(config.layers[i])]
+            self.enc_blocks.append(nn.ModuleList(blocks))
             prev = c
         skips = [stem, *enc[:-1]]  # channels at levels 0..3
         self.up = nn.ModuleList()
