@@ -110,6 +110,7 @@ class SceneConfig:
     sidewalk_width_m: tuple[float, float] = (3.0, 5.0)
     terrain_width_m: tuple[float, float] = (2.0, 8.0)
     ego_speed_mps: tuple[float, float] = (5.0, 11.0)
+    duration_s: float = 20.0  # the street covers this much driving; longer sequences are refused
     margin_m: float = 90.0  # scenery generated this far behind/ahead of the ego's path
     # Densities per 100 m of road (both sides together); actual counts are Poisson-sampled.
     parked_vehicles: float = 14.0
@@ -125,6 +126,8 @@ class SceneConfig:
     world_yaw: bool = True  # rotate the road randomly in the world frame (ego poses are not trivial)
 
     def validate(self) -> None:
+        if self.duration_s <= 0:
+            raise SimConfigError("scene.duration_s must be > 0")
         if not 1 <= self.lanes_per_direction <= 4:
             raise SimConfigError("scene.lanes_per_direction must be 1..4")
         for name in ("sidewalk_width_m", "terrain_width_m", "ego_speed_mps"):

@@ -43,7 +43,15 @@ def generate_sequence(
         raise ValueError(f"num_frames must be >= 0, got {num_frames}")
     dt = 1.0 / config.frame_rate_hz
     if world is None:
-        world = build_world(config, seed, duration_s=(start_frame + num_frames) * dt)
+        # the street is a function of (config, seed) only, never of num_frames
+        needed = (start_frame + num_frames - 1) * dt
+        if needed > config.scene.duration_s + 1e-9:
+            raise ValueError(
+                f"{start_frame + num_frames} frames at {config.frame_rate_hz} Hz need {needed:.1f} s of street, "
+                f"more than scene.duration_s={config.scene.duration_s}; raise scene.duration_s "
+                "(e.g. --set scene.duration_s=60)"
+            )
+        world = build_world(config, seed, duration_s=config.scene.duration_s)
     renderer = Renderer(config)
     t0 = sequence_start_ns(seed)
     for i in range(start_frame, start_frame + num_frames):

@@ -106,9 +106,7 @@ def test_lidar_labels_agree_with_camera_labels_where_visible(small_config):
     frame = next(generate_sequence(small_config, 11, 1))
     agree = total = 0
     for cam in frame.cameras:
-        pts_cam = transform_points(
-            invert(cam.cam_to_ego) @ frame.lidar_to_ego, frame.points[:, :3].astype(float)
-        )
+        pts_cam = transform_points(invert(cam.cam_to_ego) @ frame.lidar_to_ego, frame.points[:, :3].astype(float))
         z = pts_cam[:, 2]
         front = z > 1.0
         uv = pts_cam[front] @ cam.K.T

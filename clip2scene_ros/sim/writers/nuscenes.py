@@ -173,11 +173,11 @@ class NuScenesWriter:
             if not key:
                 pending_sweeps.append(sd)
             else:
-                seg_tok = token(seed, "lidarseg", frame.index)
                 seg_name = f"lidarseg/{self.version}/{sd['token']}_lidarseg.bin"
                 self._write_bytes(seg_name, self.fine_lut[frame.labels].tobytes())
                 self.tables["lidarseg"].append(
-                    {"token": seg_tok, "sample_data_token": sd["token"], "filename": seg_name}
+                    # as in nuScenes, a lidarseg record's token is its LiDAR sample_data token
+                    {"token": sd["token"], "sample_data_token": sd["token"], "filename": seg_name}
                 )
                 self._annotations(seed, frame, sample_tok, inst_last, inst_rec)
             # cameras
