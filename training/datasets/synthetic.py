@@ -16,9 +16,6 @@ from clip2scene_training.datasets.base import CameraFrame, PairingConfig, PointC
 
 from clip2scene_ros.geometry import compose, invert_transform, register_sweep
 
-# Fixed seed splits (disjoint scene seeds); the benchmark recipe uses these.
-SPLITS = {"train": list(range(0, 1000)), "val": list(range(1000, 1100)), "test": list(range(2000, 2100))}
-
 
 def synthetic_class_names() -> list[str]:
     from clip2scene_ros.sim import CLASS_NAMES
@@ -47,12 +44,10 @@ class SyntheticDataset(PointCloudDataset):
         super().__init__(pairing, num_sweeps)
         from clip2scene_ros.sim import SimConfig
 
-        if seeds is None:
-            if split not in SPLITS:
-                raise ValueError(
-                    f"unknown synthetic split {split!r}; use one of {sorted(SPLITS)} or pass seeds="
-                )
-            seeds = SPLITS[split][:num_scenes]
+        if seeds is None:  # the simulator's fixed, disjoint seed splits (config/sim/splits.yaml)
+            from clip2scene_ros.sim.splits import split_seeds
+
+            seeds = split_seeds(split, num_scenes)
         self.seeds = list(seeds)
         self.config = sim_config if sim_config is not None else SimConfig.default()
         self.class_names = synthetic_class_names()
@@ -61,9 +56,7 @@ class SyntheticDataset(PointCloudDataset):
         self.sweep_stride = sweep_stride
         first = (num_sweeps - 1) * sweep_stride
         self.first_key = int(np.ceil(first / key_every) * key_every) if first else 0
-        self.index = [
-            (s, self.first_key + k * key_every) for s in self.seeds for k in range(key_frames_per_scene)
-        ]
+        self.index = [(s, self.first_key + k * key_every) for s in self.seeds for k in range(key_frames_per_scene)]
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.progress = progress
         self._frames: dict[int, dict[int, object]] = {}
@@ -72,9 +65,7 @@ class SyntheticDataset(PointCloudDataset):
         return len(self.index)
 
     def _cache_key(self, seed: int, n: int) -> str:
-        blob = (
-            json.dumps(self.config.to_dict(), sort_keys=True, default=str) + f"/{seed}/{n}/{self.key_every}"
-        )
+        blob = json.dumps(self.config.to_dict(), sort_keys=True, default=str) + f"/{seed}/{n}/{self.key_every}"
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
     def _scene(self, seed: int) -> dict[int, object]:
@@ -94,9 +85,7 @@ class SyntheticDataset(PointCloudDataset):
             if f.index in needed_sweeps and f.index not in needed:
                 frames[f.index] = f
         for k in sorted(needed):
-            frames[k] = next(
-                iter(generate_sequence(self.config, seed, 1, cameras=True, start_frame=k, world=world))
-            )
+            frames[k] = next(iter(generate_sequence(self.config, seed, 1, cameras=True, start_frame=k, world=world)))
         self._frames[seed] = frames
         return frames
 

@@ -1,0 +1,312 @@
+"""``clip2scene train pretrain``: CLIP2Scene annotation-free pre-training of the 3D student.
+
+Reads top to bottom: config -> devices and seeds -> data and teacher -> model and optimizer ->
+resume -> loop (forward, Eq. 1 + Eq. 2-4, backward with accumulation, step, log, checkpoint) ->
+final student checkpoint + a JSON summary as the last output line.
+
+Multi-process: ``torchrun --nproc_per_node N -m clip2scene_training.pretrain --config X``
+(gloo on CPU, nccl on GPUs); the global batch is batch_size x grad_accum x world size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from clip2scene_training.config import PretrainConfig, config_to_dict, load_config
+from clip2scene_training.losses import semantic_loss, spatial_temporal_loss
+from clip2scene_training.targets import SampleTargets, compute_targets
+from clip2scene_training.trainer import (
+    MetricsLog,
+    all_reduce_mean,
+    augment_points,
+    autocast,
+    build_optimizer,
+    cleanup_distributed,
+    latest_checkpoint,
+    learning_rate,
+    load_training_checkpoint,
+    save_training_checkpoint,
+    seed_everything,
+    setup_distributed,
+    step_batches,
+)
+
+HELP = "CLIP2Scene pre-training from a frozen CLIP teacher (no 3D labels): Eq. 1 + Eq. 2-4"
+KILL_ENV = "CLIP2SCENE_KILL_AT_STEP"  # tests: SIGKILL this process right after that optimizer step
+
+
+class StudentForward(torch.nn.Module):
+    """Wraps ``model.encode_points`` as ``forward`` so DistributedDataParallel sees the call."""
+
+    def __init__(self, model: torch.nn.Module, voxel_size: float):
+        super().__init__()
+        self.model = model
+        self.voxel_size = voxel_size
+
+    def forward(self, clouds: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return self.model.encode_points(clouds, self.voxel_size)
+
+
+def build_teacher(spec, device: str):
+    from clip2scene_ros.teacher import create_teacher, load_vocabulary
+
+    teacher = create_teacher(spec.model, spec.weights, device=device, random_init=spec.random_init, **spec.options)
+    vocab = load_vocabulary(spec.vocabulary, details=spec.details) if spec.details else load_vocabulary(spec.vocabulary)
+    text = teacher.encode_vocabulary(vocab).float().cpu()
+    return teacher, vocab, text
+
+
+def sample_loss(
+    outs: list[dict[str, torch.Tensor]], tg: SampleTargets, text: torch.Tensor, cfg, self_train: bool
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one sample; ``outs`` holds the student's per-point heads for each of its sweeps."""
+    lc = cfg.loss
+    glob = torch.cat([o["global"][t.point_index] for o, t in zip(outs, tg.sweeps, strict=True)])
+    loc = torch.cat([o["local"][t.point_index] for o, t in zip(outs, tg.sweeps, strict=True)])
+    pix = torch.cat([t.pixel_feats for t in tg.sweeps]).float()
+    pseudo = torch.cat([t.pseudo for t in tg.sweeps])
+    if self_train:  # S3T: the student's own text-space argmax replaces the teacher's pixel class
+        pseudo = (F.normalize(glob.detach().float(), dim=-1) @ text.T).argmax(1)
+    n_key = len(tg.sweeps[0].point_index)
+    sem_rows = slice(None) if lc.semantic_on_sweeps else slice(0, n_key)
+    l_sem = semantic_loss(lc.semantic, glob[sem_rows], text, pseudo[sem_rows], lc.tau, lc.denominator)
+    l_st = spatial_temporal_loss(lc.spatial_temporal, loc, pix, text, pseudo, tg.groups, lc.lam, lc.detach_center)
+    loss = lc.semantic_weight * l_sem + lc.spatial_temporal_weight * l_st
+    return loss, {"loss_semantic": float(l_sem.detach()), "loss_spatial_temporal": float(l_st.detach())}
+
+
+def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
+    # -- devices, seeds ------------------------------------------------------------------------
+    dist_info = setup_distributed(cfg.device)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    seed_everything(cfg.seed + dist_info.rank)
+    out_dir = Path(cfg.out_dir)
+    device = cfg.device
+
+    # -- data and teacher ----------------------------------------------------------------------
+    from clip2scene_training.datasets import create_dataset
+
+    from clip2scene_ros.models import create_model
+
+    dataset = create_dataset(cfg.data.kind, cfg.data.pairing, **cfg.data.options)
+    teacher, vocab, text = build_teacher(cfg.teacher, device)
+    targets: dict[int, SampleTargets] = {}
+
+    def get_targets(i: int, sample) -> SampleTargets:
+        if i not in targets:
+            targets[i] = compute_targets(
+                teacher, text, sample, cfg.loss.grid_size, cfg.loss.max_per_grid, seed=cfg.seed + i
+            )
+        return targets[i]
+
+    # -- model and optimizer -------------------------------------------------------------------
+    overrides = {"embed_dim": teacher.embed_dim, **cfg.model_overrides}
+    model = create_model(cfg.model, **overrides).to(device)
+    if overrides["embed_dim"] != teacher.embed_dim:
+        raise ValueError(f"model embed_dim {overrides['embed_dim']} != teacher embed_dim {teacher.embed_dim}")
+    for head in ("global", "local"):
+        if head not in model.config.heads:
+            raise ValueError(
+                f"the student needs heads 'global' and 'local' (separate heads per loss); "
+                f"{cfg.model} has {model.config.heads}"
+            )
+    voxel_size = cfg.voxel_size or model.config.voxel_size
+    net = StudentForward(model, voxel_size)
+    if dist_info.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=False)
+    optimizer = build_optimizer([{"params": model.parameters()}], cfg.optim)
+    use_scaler = device.startswith("cuda") and cfg.amp in ("auto", "fp16")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+    # -- schedule and resume -------------------------------------------------------------------
+    global_batch = cfg.batch_size * cfg.grad_accum * dist_info.world
+    steps_per_epoch = len(step_batches(len(dataset), global_batch, cfg.seed, 0))
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    step = 0
+    ckpt = latest_checkpoint(out_dir) if resume == "auto" else (None if resume == "never" else Path(resume))
+    if ckpt is not None:
+        step = int(load_training_checkpoint(ckpt, model, optimizer)["step"])
+    fields = [
+        "step",
+        "epoch",
+        "lr",
+        "loss",
+        "loss_semantic",
+        "loss_spatial_temporal",
+        "self_training",
+        "points",
+        "pairs",
+        "seconds",
+    ]
+    log = MetricsLog(out_dir / "metrics.csv", fields, resume_step=step if ckpt else None, enabled=dist_info.is_main)
+    if dist_info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=1))
+    kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
+    progress = None
+    if cfg.progress and dist_info.is_main:
+        from tqdm import tqdm
+
+        progress = tqdm(total=total_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
+
+    # -- loop ------------------------------------------------------------------------------------
+    model.train()
+    t_start = time.time()
+    last = {}
+    while step < total_steps:
+        t0 = time.time()
+        epoch = step // steps_per_epoch
+        batch = step_batches(len(dataset), global_batch, cfg.seed, epoch)[step % steps_per_epoch]
+        lr = learning_rate(step, total_steps, cfg.optim.lr, cfg.optim.schedule, cfg.optim.warmup_steps)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        st_rng = np.random.default_rng([cfg.seed, step, 0x5E1F])  # same draw on every rank
+        self_train = bool(
+            cfg.loss.self_training
+            and epoch >= cfg.loss.self_training_start_epoch
+            and st_rng.random() < cfg.loss.self_training_prob
+        )
+        sums = {"loss": 0.0, "loss_semantic": 0.0, "loss_spatial_temporal": 0.0, "points": 0, "pairs": 0}
+        for micro in range(cfg.grad_accum):
+            start = (micro * dist_info.world + dist_info.rank) * cfg.batch_size
+            indices = [int(i) for i in batch[start : start + cfg.batch_size]]
+            clouds = []
+            samples = [dataset[i] for i in indices]
+            for i, s in zip(indices, samples, strict=True):
+                tg = get_targets(i, s)
+                for k, sweep in enumerate(s.sweeps):
+                    pts = sweep.points
+                    if cfg.augment:
+                        pts = augment_points(pts, np.random.default_rng([cfg.seed, epoch, i, k]))
+                    clouds.append(torch.from_numpy(np.ascontiguousarray(pts)).to(device))
+                sums["points"] += sum(len(sw.points) for sw in s.sweeps)
+                sums["pairs"] += sum(len(t.point_index) for t in tg.sweeps)
+            sync = micro == cfg.grad_accum - 1 or not dist_info.enabled
+            ctx = net.no_sync() if not sync else torch.enable_grad()
+            with ctx:
+                with autocast(cfg.amp, device):
+                    outs = net(clouds)
+                losses, cursor = [], 0
+                for i, s in zip(indices, samples, strict=True):
+                    n = len(s.sweeps)
+                    loss_i, parts = sample_loss(outs[cursor : cursor + n], targets[i], text.to(device), cfg, self_train)
+                    cursor += n
+                    losses.append(loss_i)
+                    for k, v in parts.items():
+                        sums[k] += v / (cfg.batch_size * cfg.grad_accum)
+                loss = torch.stack(losses).mean() / cfg.grad_accum
+                sums["loss"] += float(loss.detach())
+                scaler.scale(loss).backward()
+        if cfg.optim.grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        # Reduce the logged numbers over ranks (the gradients were averaged by DDP).
+        last = {k: all_reduce_mean(float(v), dist_info) for k, v in sums.items()}
+        row = {
+            "step": step,
+            "epoch": epoch,
+            "lr": lr,
+            "self_training": int(self_train),
+            "seconds": round(time.time() - t0, 3),
+            **{k: round(v, 6) for k, v in last.items()},
+        }
+        if step % cfg.log_every == 0 or step == total_steps:
+            log.log(row)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.3g}")
+        if step % cfg.checkpoint_every == 0 or step == total_steps:
+            if dist_info.is_main:
+                save_training_checkpoint(out_dir, step, model, optimizer, {"epoch": epoch}, cfg.keep_checkpoints)
+        if kill_at and step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # -- final student ---------------------------------------------------------------------------
+    if progress is not None:
+        progress.close()
+    log.close()
+    summary = {
+        "stage": "pretrain",
+        "steps": step,
+        "final_loss": last.get("loss"),
+        "seconds": round(time.time() - t_start, 2),
+        "world_size": dist_info.world,
+        "global_batch": global_batch,
+        "student": str(out_dir / "student"),
+    }
+    if dist_info.is_main:
+        save_student(out_dir / "student", model, text, vocab, cfg)
+    cleanup_distributed()
+    return summary
+
+
+def save_student(directory: Path, model, text: torch.Tensor, vocab, cfg) -> Path:
+    """The student checkpoint (models.save_checkpoint) plus its vocabulary's text embeddings, so
+    annotation-free evaluation and the online node need no teacher for that vocabulary."""
+    from safetensors.torch import save_file
+
+    from clip2scene_ros.models import save_checkpoint
+
+    extra = {
+        "stage": "pretrain",
+        "vocabulary": vocab.name,
+        "class_names": list(vocab.class_names),
+        "class_ids": list(vocab.ids),
+        "teacher": config_to_dict(cfg.teacher),
+        "voxel_size": cfg.voxel_size or model.config.voxel_size,
+    }
+    save_checkpoint(directory, model, extra)
+    save_file({"text": text.contiguous()}, str(Path(directory) / "text_embeddings.safetensors"))
+    return Path(directory)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default="pretrain_synthetic",
+        help="YAML file or shipped name in training/configs (default: pretrain_synthetic)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set loss.tau=0.5 --set max_steps=100",
+    )
+    parser.add_argument("--out-dir", help="output directory (overrides out_dir)")
+    parser.add_argument(
+        "--resume", default="auto", help="auto (latest checkpoint in out_dir if any), never, or a checkpoint directory"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = list(args.set) + ([f"out_dir={args.out_dir}"] if args.out_dir else [])
+    cfg = load_config(PretrainConfig, args.config, overrides)
+    summary = train(cfg, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clip2scene train pretrain", description=HELP)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
