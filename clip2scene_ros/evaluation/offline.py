@@ -1,0 +1,81 @@
+"""Offline evaluation of a rosbag2: the same frames through the ROS-free Segmenter, in-process.
+
+This is the reference a replay through ``segment_node`` must agree with: same clouds (decoded
+from the bag), same model, same vocabulary, same class mapping, same metric code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clip2scene_ros.evaluation.metrics import ConfusionMatrix, LabelMapping, resolve_label_mapping
+from clip2scene_ros.replay import bag as B
+
+
+def cloud_points(arr: np.ndarray, feature_fields: tuple[str, ...]) -> np.ndarray:
+    """[P, 3+F] float32 like the node builds them (missing feature fields -> zeros)."""
+    names = arr.dtype.names or ()
+    missing = [c for c in ("x", "y", "z") if c not in names]
+    if missing:
+        raise B.BagError(f"the LiDAR cloud has no {'/'.join(missing)} field (fields: {', '.join(names)})")
+    out = np.zeros((len(arr), 3 + len(feature_fields)), dtype=np.float32)
+    for i, name in enumerate(("x", "y", "z", *feature_fields)):
+        if name in names:
+            out[:, i] = arr[name]
+    return out
+
+
+def mapping_for(segmenter, gt_taxonomy: str, class_map: str | None = None) -> LabelMapping:
+    vocab = segmenter.vocabulary
+    return resolve_label_mapping(vocab.name, [(c.id, c.name) for c in vocab.classes], gt_taxonomy, class_map)
+
+
+def gt_taxonomy_of(info: B.BagInfo, override: str | None = None) -> str:
+    """The label topic's taxonomy: the override, the bag's custom_data, else the synthetic world's."""
+    return override or info.custom.get(B.GT_TAXONOMY_KEY) or "synthetic"
+
+
+@dataclass
+class OfflineResult:
+    confusion: ConfusionMatrix
+    frames: int
+    mapping: LabelMapping
+    labels: dict[int, np.ndarray]  # header stamp -> predicted label ids (model vocabulary)
+
+
+def evaluate_bag_offline(
+    bag: str | Path,
+    segmenter,
+    *,
+    lidar_topic: str = B.LIDAR_TOPIC,
+    label_topic: str = B.LABEL_TOPIC,
+    gt_taxonomy: str | None = None,
+    class_map: str | None = None,
+    max_frames: int = 0,
+) -> OfflineResult:
+    """mIoU of ``segmenter`` (a :class:`~clip2scene_ros.inference.segmenter.Segmenter`) on a bag's frames."""
+    info = B.inspect_bag(bag)
+    info.require_cloud(lidar_topic)
+    if label_topic not in info.topics:
+        raise B.BagError(f"{info.path} has no ground-truth topic {label_topic}: nothing to evaluate offline")
+    gt = B.read_labels(info.path, label_topic)
+    mapping = mapping_for(segmenter, gt_taxonomy_of(info, gt_taxonomy), class_map)
+    conf = ConfusionMatrix(mapping.gt_names)
+    store = B.typestore()
+    labels: dict[int, np.ndarray] = {}
+    n = 0
+    for _topic, msgtype, _t, raw in B.iter_raw(info.path, [lidar_topic]):
+        msg = B.deserialize(raw, msgtype, store)
+        stamp = B.header_stamp_ns(msg)
+        pts = cloud_points(B.cloud_array(msg), tuple(segmenter.feature_fields))
+        result = segmenter.segment(pts)
+        labels[stamp] = result.labels
+        if stamp in gt:
+            conf.update(mapping(result.labels), gt[stamp])
+        n += 1
+        if max_frames and n >= max_frames:
+            break
+    return OfflineResult(conf, n, mapping, labels)
