@@ -87,6 +87,14 @@ class MaterialTable:
     reflect: np.ndarray  # float32 [T,2]
     gloss: np.ndarray  # float32 [T]
 
+    def packed_colors(self) -> np.ndarray:
+        """[T,6] float32: colour1 and colour2 - colour1 (one gather per pixel instead of two)."""
+        packed = getattr(self, "_packed", None)
+        if packed is None:
+            packed = np.ascontiguousarray(np.concatenate([self.color1, self.color2 - self.color1], 1), np.float32)
+            object.__setattr__(self, "_packed", packed)
+        return packed
+
     @staticmethod
     def from_list(items: list[tuple[Material, int]]) -> MaterialTable:
         counts = np.array([n for _, n in items], dtype=np.int64)

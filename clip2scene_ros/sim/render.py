@@ -12,6 +12,8 @@ point is ``round(u), round(v)``. ``depth`` is the z distance in the optical fram
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,7 +151,11 @@ def pattern_blend(p: np.ndarray, pattern: np.ndarray, freq: np.ndarray, param: n
 
 
 class Renderer:
-    """Casts the LiDAR and the cameras of a ``SimConfig`` against a ``World``."""
+    """Casts the LiDAR and the cameras of a ``SimConfig`` against a ``World``.
+
+    Everything is computed in the world's road frame (see ``world.py``); poses handed in and out
+    are converted at the boundary.
+    """
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
@@ -157,13 +163,25 @@ class Renderer:
         cc = config.cameras
         self.cameras = [CameraModel.from_spec(s, cc.width, cc.height) for s in cc.specs()]
         self.threads = int(config.threads)
-        self._cam_dirs = (
-            np.concatenate([c.directions for c in self.cameras]) if self.cameras else np.zeros((0, 3), np.float32)
-        )
+        self._workers = self.threads if self.threads > 0 else (os.cpu_count() or 1)
+        self._ray_len = [np.linalg.norm(c.directions, axis=1).astype(np.float32) for c in self.cameras]
         # sensor noise as a fixed tile added at a random offset: as good as fresh noise for the eye,
         # and far cheaper than drawing millions of normals per frame
         tile_rng = np.random.default_rng(0xC11)
         self._noise_tile = (tile_rng.normal(0, 1, size=(61, 67, 3)) * cc.image_noise_std).astype(np.float32)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _map(self, fn, items: list) -> list:
+        """Run fn over items on a small thread pool (numpy releases the GIL in its loops)."""
+        if self._workers <= 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self._workers)
+        return list(self._pool.map(fn, items))
+
+    def __del__(self) -> None:
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=False)
 
     # -- scene ------------------------------------------------------------------------------------
     def _scene(self, world: World, t: float):
@@ -186,39 +204,39 @@ class Renderer:
         return t_hit, prim, normals
 
     # -- surface attributes -----------------------------------------------------------------------
-    def _texcoords(self, world: World, tri: np.ndarray, p_world: np.ndarray, agent_poses: np.ndarray) -> np.ndarray:
-        """Static hits in road coordinates, agent hits in the agent's own frame (textures stick)."""
-        w2r = invert(world.road_to_world).astype(np.float32)
-        p = p_world @ w2r[:3, :3].T + w2r[:3, 3]
-        owner = world.tri_owner[tri]
-        dyn = np.flatnonzero(owner >= 0)
-        if len(dyn) and len(agent_poses):
-            inv = np.stack([invert(a) for a in agent_poses]).astype(np.float32)
-            o = owner[dyn]
-            p[dyn] = np.einsum("nij,nj->ni", inv[o, :3, :3], p_world[dyn]) + inv[o, :3, 3]
+    @staticmethod
+    def _texcoords(world: World, tri: np.ndarray, p: np.ndarray, inv_agent: np.ndarray) -> np.ndarray:
+        """Texture coordinates: the road-frame hit point for scenery, the agent-frame point for agents
+        (so textures stick to moving objects). Modifies and returns ``p``."""
+        if len(inv_agent):
+            owner = world.tri_owner[tri]
+            dyn = np.flatnonzero(owner >= 0)
+            if len(dyn):
+                o = owner[dyn]
+                p[dyn] = np.einsum("nij,nj->ni", inv_agent[o, :3, :3], p[dyn]) + inv_agent[o, :3, 3]
         return p
 
-    def _blend(self, world: World, tri: np.ndarray, tex: np.ndarray) -> np.ndarray:
-        mt = world.materials
-        return pattern_blend(tex, mt.pattern[tri], mt.freq[tri], mt.param[tri])
+    @staticmethod
+    def _inverse_agents(world: World, t: float) -> np.ndarray:
+        poses = world.agent_road_poses(t)
+        return np.stack([invert(a) for a in poses]).astype(np.float32) if len(poses) else np.zeros((0, 4, 4))
 
     # -- LiDAR ------------------------------------------------------------------------------------
-    def render_lidar(
-        self, world: World, scene, ego_pose: np.ndarray, agent_poses: np.ndarray, rng: np.random.Generator
-    ) -> LidarHits:
+    def render_lidar(self, world: World, scene, t: float, rng: np.random.Generator) -> LidarHits:
         lm = self.lidar
-        l2w = ego_pose @ lm.lidar_to_ego
-        dirs_w = (lm.directions @ l2w[:3, :3].T.astype(np.float32)).astype(np.float32)
-        t_hit, prim, normals = self._cast(scene, l2w[:3, 3].astype(np.float32), dirs_w)
+        l2r = world.ego_road_pose(t) @ lm.lidar_to_ego
+        origin = l2r[:3, 3].astype(np.float32)
+        dirs = (lm.directions @ l2r[:3, :3].T.astype(np.float32)).astype(np.float32)
+        t_hit, prim, normals = self._cast(scene, origin, dirs)
         ok = np.isfinite(t_hit) & (t_hit >= lm.min_range) & (t_hit <= lm.max_range)
         idx = np.flatnonzero(ok)
         r = t_hit[idx]
         tri = prim[idx]
         mt = world.materials
-        p_world = l2w[:3, 3].astype(np.float32) + dirs_w[idx] * r[:, None]
-        m = self._blend(world, tri, self._texcoords(world, tri, p_world, agent_poses))
+        tex = self._texcoords(world, tri, origin + dirs[idx] * r[:, None], self._inverse_agents(world, t))
+        m = pattern_blend(tex, mt.pattern[tri], mt.freq[tri], mt.param[tri])
         refl = mt.reflect[tri, 0] + (mt.reflect[tri, 1] - mt.reflect[tri, 0]) * m
-        cos_inc = np.abs(np.einsum("ij,ij->i", normals[idx], dirs_w[idx]))
+        cos_inc = np.abs(np.einsum("ij,ij->i", normals[idx], dirs[idx]))
         # returns get lost more often from dark surfaces far away and at grazing angles
         p_drop = lm.dropout * (1.0 + 2.0 * (1.0 - refl) * (r / lm.max_range) + 2.0 * (cos_inc < 0.1))
         u = rng.random(len(idx), dtype=np.float32)
@@ -235,115 +253,108 @@ class Renderer:
         return LidarHits(pts, mt.label[tri[keep]], mt.instance[tri[keep]], lm.rings[sel])
 
     # -- cameras ----------------------------------------------------------------------------------
-    def render_cameras(
-        self, world: World, scene, ego_pose: np.ndarray, agent_poses: np.ndarray, rng: np.random.Generator
-    ) -> list[CameraRender]:
+    def render_cameras(self, world: World, scene, t: float, rng: np.random.Generator) -> list[CameraRender]:
         if not self.cameras:
             return []
-        origins, dirs = [], []
-        for cam in self.cameras:
-            c2w = ego_pose @ cam.cam_to_ego
-            n = len(cam.directions)
-            origins.append(np.broadcast_to(c2w[:3, 3].astype(np.float32), (n, 3)))
-            dirs.append(cam.directions @ c2w[:3, :3].T.astype(np.float32))
-        o = np.concatenate(origins)
-        d = np.concatenate(dirs).astype(np.float32)
-        t_hit, prim, normals = self._cast(scene, o, d)
-        rgb = self._shade(world, o, d, t_hit, prim, normals, agent_poses)
-        hit = np.isfinite(t_hit)
-        mt = world.materials
-        tri = np.where(hit, prim, 0)
-        labels = np.where(hit, mt.label[tri], 0).astype(np.uint8)
-        inst = np.where(hit, mt.instance[tri], 0).astype(np.int32)
-        depth = np.where(hit, t_hit, 0.0).astype(np.float32)
-        out = []
-        start = 0
+        ego = world.ego_road_pose(t)
+        c2r = [ego @ cam.cam_to_ego for cam in self.cameras]
+        dirs = np.concatenate([cam.directions @ m[:3, :3].T.astype(np.float32) for cam, m in zip(self.cameras, c2r)])
+        origins = np.concatenate(
+            [
+                np.broadcast_to(m[:3, 3].astype(np.float32), (len(cam.directions), 3))
+                for cam, m in zip(self.cameras, c2r)
+            ]
+        )
+        t_hit, prim, normals = self._cast(scene, origins, dirs)
+        inv_agent = self._inverse_agents(world, t)
+        offsets = np.cumsum([0] + [len(c.directions) for c in self.cameras])
         th, tw, _ = self._noise_tile.shape
-        for cam in self.cameras:
-            n = cam.width * cam.height
-            sl = slice(start, start + n)
-            start += n
-            img = rgb[sl].reshape(cam.height, cam.width, 3)
+        noise_at = [(int(rng.integers(0, th)), int(rng.integers(0, tw))) for _ in self.cameras]
+
+        def one(k: int) -> CameraRender:
+            cam = self.cameras[k]
+            sl = slice(offsets[k], offsets[k + 1])
+            th_k, prim_k = t_hit[sl], prim[sl]
+            hit = np.isfinite(th_k)
+            rgb = self._shade(world, c2r[k][:3, 3].astype(np.float32), dirs[sl], self._ray_len[k], th_k, hit,
+                              prim_k, normals[sl], inv_agent)  # fmt: skip
+            img = rgb.reshape(cam.height, cam.width, 3)
             if self.config.cameras.image_noise_std > 0:
-                oy, ox = rng.integers(0, th), rng.integers(0, tw)
+                oy, ox = noise_at[k]
                 reps = (cam.height + oy) // th + 1, (cam.width + ox) // tw + 1, 1
-                img = img + np.tile(self._noise_tile, reps)[oy : oy + cam.height, ox : ox + cam.width]
-            out.append(
-                CameraRender(
-                    np.clip(img + 0.5, 0, 255).astype(np.uint8),
-                    labels[sl].reshape(cam.height, cam.width),
-                    depth[sl].reshape(cam.height, cam.width),
-                    inst[sl].reshape(cam.height, cam.width),
-                )
+                img += np.tile(self._noise_tile, reps)[oy : oy + cam.height, ox : ox + cam.width]
+            tri = np.where(hit, prim_k, 0)
+            mt = world.materials
+            return CameraRender(
+                np.clip(img + 0.5, 0, 255).astype(np.uint8),
+                np.where(hit, mt.label[tri], 0).astype(np.uint8).reshape(cam.height, cam.width),
+                np.where(hit, th_k, 0.0).astype(np.float32).reshape(cam.height, cam.width),
+                np.where(hit, mt.instance[tri], 0).astype(np.int32).reshape(cam.height, cam.width),
             )
-        return out
+
+        return self._map(one, list(range(len(self.cameras))))
 
     def _shade(
         self,
         world: World,
-        o: np.ndarray,
+        origin: np.ndarray,
         d: np.ndarray,
+        ray_len: np.ndarray,
         t_hit: np.ndarray,
+        hit: np.ndarray,
         prim: np.ndarray,
         normals: np.ndarray,
-        agent_poses: np.ndarray,
+        inv_agent: np.ndarray,
     ) -> np.ndarray:
-        """Colour (0..255 float32 [N,3]) of each camera ray: patterned albedo, sun + sky light, haze."""
+        """Colour (0..255 float32 [N,3]) of one camera's rays: patterned albedo, sun + sky light, haze."""
         lt = world.lighting
         rgb = np.empty((len(d), 3), np.float32)
-        hit = np.isfinite(t_hit)
         hi = np.flatnonzero(hit)
         si = np.flatnonzero(~hit)
-        dn = d / np.linalg.norm(d, axis=1, keepdims=True)
         hor = lt.sky_horizon.astype(np.float32)
         zen = lt.sky_zenith.astype(np.float32)
         sun = lt.sun_dir.astype(np.float32)
         # sky: horizon-to-zenith gradient, sun glow, blocky clouds
         if len(si):
-            ds = dn[si]
+            ds = d[si] / ray_len[si, None]
             h = np.clip(ds[:, 2] * 2.5, 0.0, 1.0)[:, None]
             sky = hor + (zen - hor) * h
             glow = np.maximum(ds @ sun, 0.0) ** 24
-            cloud = _noise(ds / np.maximum(ds[:, 2:3], 0.05) * np.float32(1.0), 1.3)
+            cloud = _noise(ds / np.maximum(ds[:, 2:3], 0.05), 1.3)
             cloud = np.clip((cloud - 0.55) * 2.5, 0, 1) * np.clip(ds[:, 2] * 6, 0, 1)
             sky = sky * (1 - 0.6 * cloud[:, None]) + 0.6 * cloud[:, None] * np.float32(0.95)
             rgb[si] = (sky + glow[:, None] * 0.5) * 255.0
         if len(hi):
             tri = prim[hi]
             t = t_hit[hi]
-            p_world = o[hi] + d[hi] * t[:, None]
-            tex = self._texcoords(world, tri, p_world, agent_poses)
+            v = d[hi]
+            tex = self._texcoords(world, tri, origin + v * t[:, None], inv_agent)
             mt = world.materials
-            m = pattern_blend(tex, mt.pattern[tri], mt.freq[tri], mt.param[tri])[:, None]
-            c1 = mt.color1[tri]
-            albedo = c1 + (mt.color2[tri] - c1) * m
+            m = pattern_blend(tex, mt.pattern[tri], mt.freq[tri], mt.param[tri])
+            cols = mt.packed_colors()[tri]  # [N,6]: colour1, colour2 - colour1
             grain = 0.88 + 0.24 * _noise(tex, 14.0)
             n = normals[hi]
-            v = dn[hi]
-            flip = np.einsum("ij,ij->i", n, v) > 0
+            flip = np.einsum("ij,ij->i", n, v) > 0  # seen from behind: light the side we see
             n[flip] *= -1
-            diffuse = np.maximum(n @ sun, 0.0)
-            light = lt.ambient * (0.8 + 0.2 * n[:, 2]) + lt.sun * diffuse
-            col = albedo * (light * grain)[:, None]
+            light = lt.ambient * (0.8 + 0.2 * n[:, 2]) + lt.sun * np.maximum(n @ sun, 0.0)
+            col = (cols[:, :3] + cols[:, 3:] * m[:, None]) * (light * grain)[:, None]
             gloss = mt.gloss[tri]
             gi = np.flatnonzero(gloss > 0)
             if len(gi):
-                ng, vg = n[gi], v[gi]
+                ng, vg = n[gi], v[gi] / ray_len[hi[gi], None]
                 refl = vg - 2 * np.einsum("ij,ij->i", vg, ng)[:, None] * ng
                 spec = np.maximum(refl @ sun, 0.0) ** 20 * lt.sun
                 sky_ref = hor + (zen - hor) * np.clip(refl[:, 2:3] * 2.5, 0, 1)
                 col[gi] += gloss[gi, None] * (0.25 * sky_ref + spec[:, None])
-            dist = t * np.linalg.norm(d[hi], axis=1)
-            haze = (1.0 - np.exp(-dist / 400.0))[:, None]
-            col = col * (1 - haze) + hor * haze
-            rgb[hi] = col * (255.0 * lt.exposure)
+            haze = 1.0 - np.exp(t * ray_len[hi] * np.float32(-1.0 / 400.0))
+            col += (hor - col) * haze[:, None]
+            rgb[hi] = col * np.float32(255.0 * lt.exposure)
         return rgb
 
     # -- both -------------------------------------------------------------------------------------
     def render(self, world: World, t: float, rng: np.random.Generator, cameras: bool = True):
-        ego_pose = world.ego_pose(t)
-        agent_poses = world.agent_poses(t)
+        """(world <- ego pose, LidarHits, [CameraRender]) at time t."""
         scene = self._scene(world, t)
-        lidar = self.render_lidar(world, scene, ego_pose, agent_poses, rng)
-        cams = self.render_cameras(world, scene, ego_pose, agent_poses, rng) if cameras else []
-        return ego_pose, lidar, cams
+        lidar = self.render_lidar(world, scene, t, rng)
+        cams = self.render_cameras(world, scene, t, rng) if cameras else []
+        return world.ego_pose(t), lidar, cams

@@ -2,8 +2,10 @@
 
 Everything is laid out in a *road frame* (x along the road, y to the left, z up, road surface at
 z = 0, right-hand traffic), then placed in the world by ``road_to_world`` (a random yaw and offset),
-so ego poses are not trivially axis-aligned. Static geometry is stored in world coordinates; each
-agent keeps its mesh in its own frame and is posed per time stamp.
+so ego poses are not trivially axis-aligned. Rendering happens in the road frame (ray casting does
+not care, and static texture coordinates are then the hit points themselves); every pose handed
+out (``ego_pose``, ``agent_poses``, ``objects``) is in the world frame. Each agent keeps its mesh
+in its own frame and is posed per time stamp.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class Lighting:
 @dataclass
 class World:
     road_to_world: np.ndarray
-    static_vertices: np.ndarray  # float32 [Vs,3] world
+    static_vertices: np.ndarray  # float32 [Vs,3] road frame
     static_triangles: np.ndarray  # int64 [Ts,3]
     agent_vertices: np.ndarray  # float32 [Va,3] agent-local
     agent_vertex_owner: np.ndarray  # int64 [Va] agent index
@@ -97,16 +99,23 @@ class World:
     def num_triangles(self) -> int:
         return len(self.static_triangles) + len(self.agent_triangles)
 
+    def ego_road_pose(self, t: float) -> np.ndarray:
+        """road <- ego at time t (s)."""
+        return self.ego.road_pose(t) if hasattr(self.ego, "road_pose") else self.ego(t)
+
     def ego_pose(self, t: float) -> np.ndarray:
         """world <- ego at time t (s)."""
-        road = self.ego.road_pose(t) if hasattr(self.ego, "road_pose") else self.ego(t)
-        return self.road_to_world @ road
+        return self.road_to_world @ self.ego_road_pose(t)
+
+    def agent_road_poses(self, t: float) -> np.ndarray:
+        """[K,4,4] road <- agent at time t."""
+        if not self.agents:
+            return np.zeros((0, 4, 4))
+        return np.stack([a.road_pose(t) for a in self.agents])
 
     def agent_poses(self, t: float) -> np.ndarray:
         """[K,4,4] world <- agent at time t."""
-        if not self.agents:
-            return np.zeros((0, 4, 4))
-        return np.stack([self.road_to_world @ a.road_pose(t) for a in self.agents])
+        return self.road_to_world @ self.agent_road_poses(t) if self.agents else np.zeros((0, 4, 4))
 
     def objects(self, t: float) -> list[ObjectBox]:
         """All thing instances with world boxes at time t (static ones first)."""
@@ -117,10 +126,10 @@ class World:
         return out
 
     def vertices_at(self, t: float) -> np.ndarray:
-        """All vertices in world coordinates at time t, float32 [Vs+Va,3]."""
+        """All vertices in the road frame at time t, float32 [Vs+Va,3]."""
         if len(self.agent_vertices) == 0:
             return self.static_vertices
-        poses = self.agent_poses(t).astype(np.float32)
+        poses = self.agent_road_poses(t).astype(np.float32)
         r = poses[self.agent_vertex_owner, :3, :3]
         moved = np.einsum("nij,nj->ni", r, self.agent_vertices) + poses[self.agent_vertex_owner, :3, 3]
         return np.concatenate([self.static_vertices, moved.astype(np.float32)])
@@ -143,7 +152,6 @@ def assemble_world(
     """Build a World from meshes (static meshes given in the road frame)."""
     r2w = np.eye(4) if road_to_world is None else np.asarray(road_to_world, dtype=np.float64)
     sv, st, smat = static.arrays()
-    sv_world = (sv @ r2w[:3, :3].T + r2w[:3, 3]).astype(np.float32)
     av, at, owners, amats, boxes = [], [], [], [], []
     nv = 0
     for k, (_agent, mesh) in enumerate(agents):
@@ -169,7 +177,7 @@ def assemble_world(
         )
     return World(
         road_to_world=r2w,
-        static_vertices=sv_world,
+        static_vertices=sv.astype(np.float32),
         static_triangles=st,
         agent_vertices=np.concatenate(av) if av else np.zeros((0, 3), np.float32),
         agent_vertex_owner=np.concatenate(owners) if owners else np.zeros(0, np.int64),

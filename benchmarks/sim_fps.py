@@ -1,0 +1,103 @@
+"""How many frames per second does the simulator make? 32-beam LiDAR + six 800x450 cameras.
+
+Measures the full ``generate_sequence`` pipeline (scene assembly, LiDAR and camera ray casting,
+shading, labels, depth) and, as the in-process reference, bare Open3D ray casting of the same rays
+against the same scene. Target: >= 5 frames/s on 2 cores. The last line is one JSON object.
+
+    .venv/bin/python benchmarks/sim_fps.py [--frames 10] [--width 800 --height 450] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=10)
+    ap.add_argument("--width", type=int, default=800)
+    ap.add_argument("--height", type=int, default=450)
+    ap.add_argument("--beams", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=100000)  # first validation seed
+    args = ap.parse_args()
+
+    import open3d as o3d
+
+    from clip2scene_ros.sim import SimConfig, build_world, generate_sequence
+    from clip2scene_ros.sim.render import Renderer
+
+    cfg = SimConfig.default().with_overrides(
+        **{"cameras.width": args.width, "cameras.height": args.height, "lidar.beams": args.beams,
+           "threads": args.threads}
+    )  # fmt: skip
+    # warm-up (imports, first BVH build) outside the timing
+    next(generate_sequence(cfg, args.seed, 1))
+    t0 = time.perf_counter()
+    frames = 0
+    points = 0
+    for f in generate_sequence(cfg, args.seed, args.frames):
+        frames += 1
+        points += len(f.points)
+    total = time.perf_counter() - t0
+    fps = frames / total
+
+    # reference: bare ray casting of the same rays (no shading, no labels), same scenes
+    world = build_world(cfg, args.seed, cfg.scene.duration_s)
+    r = Renderer(cfg)
+    cast = 0.0
+    stages = {"scene": 0.0, "lidar": 0.0, "cameras": 0.0}
+    rng = np.random.default_rng(0)
+    for i in range(args.frames):
+        t = i / cfg.frame_rate_hz
+        ego = world.ego_road_pose(t)  # the renderer works in the road frame
+        a = time.perf_counter()
+        scene = r._scene(world, t)
+        b = time.perf_counter()
+        r.render_lidar(world, scene, t, rng)
+        c = time.perf_counter()
+        r.render_cameras(world, scene, t, rng)
+        d = time.perf_counter()
+        stages["scene"] += b - a
+        stages["lidar"] += c - b
+        stages["cameras"] += d - c
+        dirs = [r.lidar.directions @ (ego @ r.lidar.lidar_to_ego)[:3, :3].T.astype(np.float32)]
+        origins = [np.broadcast_to((ego @ r.lidar.lidar_to_ego)[:3, 3], (len(dirs[0]), 3))]
+        for cam in r.cameras:
+            c2w = ego @ cam.cam_to_ego
+            dirs.append(cam.directions @ c2w[:3, :3].T.astype(np.float32))
+            origins.append(np.broadcast_to(c2w[:3, 3], (len(cam.directions), 3)))
+        rays = np.concatenate([np.concatenate(origins), np.concatenate(dirs)], 1).astype(np.float32)
+        e = time.perf_counter()
+        scene.cast_rays(o3d.core.Tensor(rays), nthreads=args.threads)
+        cast += time.perf_counter() - e
+    cast_fps = args.frames / cast
+
+    rays_per_frame = args.beams * cfg.lidar.points_per_ring + 6 * args.width * args.height
+    print(f"{'what':32s} {'value':>10s}")
+    print(f"{'cores (os.cpu_count)':32s} {os.cpu_count():>10d}")
+    print(f"{'ray-casting threads':32s} {args.threads:>10d}")
+    print(f"{'rays per frame':32s} {rays_per_frame:>10d}")
+    print(f"{'triangles in the world':32s} {world.num_triangles:>10d}")
+    print(f"{'LiDAR points per frame (mean)':32s} {points / frames:>10.0f}")
+    for k, v in stages.items():
+        print(f"{'  stage ' + k + ' (ms/frame)':32s} {1000 * v / args.frames:>10.1f}")
+    print(f"{'bare ray casting (frames/s)':32s} {cast_fps:>10.2f}")
+    print(f"{'full pipeline (frames/s)':32s} {fps:>10.2f}")
+    print(f"{'target (frames/s)':32s} {5.0:>10.2f}")
+    print(json.dumps({
+        "benchmark": "sim_fps", "frames": frames, "width": args.width, "height": args.height, "beams": args.beams,
+        "cameras": 6, "threads": args.threads, "fps": round(fps, 3), "bare_raycast_fps": round(cast_fps, 3),
+        "ratio_vs_bare_raycast": round(fps / cast_fps, 3),
+        "stage_ms": {k: round(1000 * v / args.frames, 1) for k, v in stages.items()},
+        "target_fps": 5.0, "meets_target": fps >= 5.0,
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
