@@ -244,13 +244,9 @@ class Segmenter:
     def from_config(cls, cfg: SegmenterConfig) -> Segmenter:
         """Build the model backend and the teacher's text encoder, then check they fit together."""
         cfg.validate()
-        from clip2scene_ros.inference.backends import create_backend
         from clip2scene_ros.teacher import create_teacher
 
-        kwargs = {"device": cfg.device, "precision": cfg.precision}
-        if cfg.voxel_size > 0:
-            kwargs["voxel_size"] = cfg.voxel_size
-        backend = create_backend(cfg.backend, str(Path(cfg.checkpoint).expanduser()), **kwargs)
+        backend = _create_backend(cfg)
         teacher = _create_teacher(create_teacher, cfg.teacher, cfg.device)
 
         def encode_text(texts: list[str]) -> np.ndarray:
@@ -519,3 +515,43 @@ def _to_numpy(x) -> np.ndarray:
 def _create_teacher(create_teacher, teacher: str | None, device: str):
     """The teacher named by the config, or the shipped default ("default") when none is given."""
     return create_teacher(teacher or "default", device=device)
+
+
+def _create_backend(cfg: SegmenterConfig) -> Backend:
+    """The inference backend for the checkpoint (``inference.backends``), voxel size applied."""
+    import inspect
+
+    ckpt = str(Path(cfg.checkpoint).expanduser())
+    try:
+        from clip2scene_ros.inference.backends import create_backend
+    except ImportError:
+        if cfg.backend != "torch":
+            raise
+        return _TorchCheckpointBackend(ckpt, cfg.device, cfg.voxel_size or None)
+    kwargs: dict = {"device": cfg.device, "precision": cfg.precision}
+    if cfg.voxel_size > 0:
+        if "voxel_size" not in inspect.signature(create_backend).parameters:
+            raise ValueError("this backend takes the voxel size from the checkpoint; set voxel_size to 0")
+        kwargs["voxel_size"] = cfg.voxel_size
+    return create_backend(cfg.backend, ckpt, **kwargs)
+
+
+class _TorchCheckpointBackend:
+    """Eager PyTorch on a checkpoint, used when ``inference.backends`` is not installed."""
+
+    def __init__(self, checkpoint: str, device: str = "cpu", voxel_size: float | None = None) -> None:
+        from clip2scene_ros.models import load_checkpoint
+
+        self.model, self.config, _ = load_checkpoint(checkpoint, device=device)
+        self.model.eval()
+        self.device = device
+        self.voxel_size = voxel_size or self.config.voxel_size
+        self.feature_names = tuple(f for f in self.config.in_features if f not in ("x", "y", "z"))
+
+    def __call__(self, points: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)).to(self.device)
+            out = self.model.encode_points([pts], self.voxel_size)[0]
+        return {k: v.float().cpu().numpy() for k, v in out.items()}

@@ -532,18 +532,17 @@ class SegmentNode(Node):
 
         cameras = self._camera_inputs(msg, stamp, frame.images) if self.p["cameras"] else []
         t_sync = time.perf_counter()
+        if len(points) > self.p["max_points"]:  # warn before the (long) inference, not after
+            self._warn(
+                f"cloud has {len(points)} points, more than max_points={self.p['max_points']}: segmenting "
+                "a random subset, the other points get label 0 (raise max_points to segment all)",
+                throttle=True,
+            )
         result = self.segmenter.segment(points, cameras)
         t_seg = time.perf_counter()
         if result.num_invalid:
             self._warn(
                 f"{result.num_invalid} of {result.num_points} points have NaN/Inf coordinates; they get label 0",
-                throttle=True,
-            )
-        if result.num_skipped:
-            self._warn(
-                f"cloud has {result.num_points} points, more than max_points={self.p['max_points']}: "
-                "segmented "
-                f"a random subset, {result.num_skipped} points get label 0 (raise max_points to segment all)",
                 throttle=True,
             )
         colors = self._palette[result.labels]
