@@ -97,7 +97,7 @@ class Teacher:
     # -- images -----------------------------------------------------------------------------
     def preprocess(self, images: ImageBatch, size: tuple[int, int] | None = None) -> torch.Tensor:
         """uint8 RGB [B,H,W,3] (or one [H,W,3]) -> CLIP-normalised float [B,3,H',W']."""
-        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+        x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
         if x.ndim == 3:
             x = x[None]
         if x.ndim != 4 or x.shape[-1] != 3:

@@ -1,0 +1,1 @@
+"""Training and evaluation of the tiny CLIP teacher on the synthetic world (camera images only)."""

@@ -1,0 +1,313 @@
+"""``clip2scene train teacher``: a tiny open_clip model trained from scratch on synthetic renders.
+
+Objective (patch-level caption contrast): every image crop goes through the MaskCLIP dense path
+(the same path used at inference); each patch token is contrasted with one caption embedding per
+class, built from a random synonym in a random prompt template and encoded by the text tower, which
+is trained jointly. The patch-by-caption scores are bilinearly upsampled to pixels (exactly how
+``Teacher.predict`` reads them out) and trained with class-balanced cross-entropy against the camera
+label image. Image-level CLIP contrast was measured not to localise, so it is not used. Supervision
+comes only from camera images and camera label images, never from LiDAR labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HELP = "train the tiny CLIP teacher from scratch on synthetic camera renders (patch-caption objective)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from clip2scene_ros.teacher.loading import ASSET_DIR
+
+    parser.add_argument(
+        "--model-config",
+        default="c2s-tiny-vit-p8",
+        help="open_clip JSON config (name in clip2scene_ros/teacher/model_configs or a path)",
+    )
+    parser.add_argument("--out", default=str(ASSET_DIR), help="output teacher directory")
+    parser.add_argument("--data-dir", default=None, help="where rendered splits are cached (npz)")
+    parser.add_argument(
+        "--train-seeds", default=None, help="scene seeds 'a:b' or 'a,b,c' (default: teacher train)"
+    )
+    parser.add_argument(
+        "--extra-data",
+        nargs="*",
+        default=[],
+        help="more pre-rendered .npz splits (images, labels) to train on, e.g. older sim versions",
+    )
+    parser.add_argument("--val-seeds", default=None, help="held-out scene seeds for the final evaluation")
+    parser.add_argument(
+        "--vocab", default="synthetic", help="vocabulary whose classes caption the label images"
+    )
+    parser.add_argument(
+        "--templates", default="default", help="prompt template set (config/vocab/templates.yaml)"
+    )
+    parser.add_argument("--steps", type=int, default=2000, help="maximum optimiser steps")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=16.0,
+        help="time budget; the LR schedule is fitted to it after the first steps",
+    )
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--warmup", type=int, default=25)
+    parser.add_argument(
+        "--class-balance",
+        type=float,
+        default=0.5,
+        help="class weight = (pixel frequency)^-x; 0 = plain cross-entropy",
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
+
+
+def _captions(vocab, templates, rng: np.random.Generator) -> list[str]:
+    out = []
+    for cls in vocab.classes:
+        name = cls.names[rng.integers(len(cls.names))]
+        out.append(templates[rng.integers(len(templates))].format(name))
+    return out
+
+
+def _batch(images, labels, idx, tile, rng, mean, std):
+    """Random tile-sized crops with flips and photometric jitter -> (pixels, label crops)."""
+    th, tw = tile
+    h, w = images.shape[1:3]
+    crops, labs = [], []
+    for i in idx:
+        y0, x0 = int(rng.integers(0, h - th + 1)), int(rng.integers(0, w - tw + 1))
+        img, lab = images[i, y0 : y0 + th, x0 : x0 + tw], labels[i, y0 : y0 + th, x0 : x0 + tw]
+        if rng.random() < 0.5:
+            img, lab = img.flip(1), lab.flip(1)
+        crops.append(img)
+        labs.append(lab)
+    x = torch.stack(crops).permute(0, 3, 1, 2).float().div_(255.0)
+    gain = torch.from_numpy(rng.uniform(0.75, 1.25, (len(idx), 1, 1, 1))).float()
+    tint = torch.from_numpy(rng.uniform(-0.05, 0.05, (len(idx), 3, 1, 1))).float()
+    x = (x * gain + tint).clamp_(0, 1)
+    return (x - mean) / std, torch.stack(labs).long()
+
+
+def train(args: argparse.Namespace) -> dict:
+    from clip2scene_ros.teacher import TeacherConfig, TextEmbeddingCache, load_templates, load_vocabulary
+    from clip2scene_ros.teacher.loading import load_open_clip
+    from clip2scene_ros.teacher.teacher import Teacher
+
+    from .data import TRAIN_SEEDS, load_split, parse_seeds, render_split
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    vocab = load_vocabulary(args.vocab)
+    templates = load_templates(args.templates)
+    t0 = time.perf_counter()
+    split = render_split(
+        "train", parse_seeds(args.train_seeds) if args.train_seeds else TRAIN_SEEDS, data_dir=args.data_dir
+    )
+    render_s = time.perf_counter() - t0
+    all_images, all_labels = [split.images], [split.labels]
+    for extra in args.extra_data:
+        more = load_split(extra)
+        if more.images.shape[1:] != split.images.shape[1:]:
+            raise ValueError(f"{extra}: images {more.images.shape[1:]} differ from {split.images.shape[1:]}")
+        all_images.append(more.images)
+        all_labels.append(more.labels)
+    images = torch.from_numpy(np.concatenate(all_images))
+    labels = torch.from_numpy(np.concatenate(all_labels))
+    del all_images, all_labels
+    clip = load_open_clip(args.model_config, random_init=True)
+    vis = clip.model_cfg["vision_cfg"]
+    tile = tuple(vis["image_size"]) if isinstance(vis["image_size"], list) else (vis["image_size"],) * 2
+    full = tuple(images.shape[1:3])
+    teacher = Teacher(
+        clip,
+        TeacherConfig(input_size=full, tile=tile, templates=args.templates),
+        text_cache=TextEmbeddingCache(persist=False),
+    )
+    model = clip.model.train()
+    num_ids = max(vocab.ids) + 1
+    freq = torch.bincount(labels.flatten().long(), minlength=num_ids).double()
+    freq[vocab.ignore_index] = 0
+    weight = torch.zeros(num_ids)
+    present = freq > 0
+    weight[present] = (freq[present] / freq[present].sum()).pow(-args.class_balance).float()
+    weight[present] = weight[present] / weight[present].mean()
+    print(
+        f"train set: {len(images)} images {full[0]}x{full[1]}, crops {tile}, "
+        f"class weights {[round(float(w), 2) for w in weight[1:]]}"
+    )
+
+    # The 49k-row BPE token table stays at its random init: only ~50 caption words ever get a
+    # gradient, and updating 3M rows with AdamW each step costs more than the rest of the text tower.
+    model.token_embedding.weight.requires_grad_(False)
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in params if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+    )
+    mean, std = teacher._mean, teacher._std
+    total = args.steps
+    budget = args.max_minutes * 60.0
+    log: list[dict] = []
+    start = time.perf_counter()
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="teacher", unit="step")
+    except ImportError:
+        bar = None
+    step = 0
+    while step < total:
+        elapsed = time.perf_counter() - start
+        if step == 10:  # fit the cosine schedule to the time budget
+            total = max(20, min(args.steps, int(budget / (elapsed / step))))
+            if bar is not None:
+                bar.total = total
+        if elapsed > budget * 1.05:
+            break
+        lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        if step >= args.warmup:
+            lr = args.lr * (
+                0.03
+                + 0.97 * 0.5 * (1 + math.cos(math.pi * (step - args.warmup) / max(1, total - args.warmup)))
+            )
+        for group in opt.param_groups:
+            group["lr"] = lr
+        idx = rng.integers(0, len(images), args.batch_size)
+        pixels, lab = _batch(images, labels, idx, tile, rng, mean, std)
+        feats = teacher.dense_from_pixels(pixels)  # [B, D, h, w], L2-normalised
+        text = teacher.encode_prompts(_captions(vocab, templates, rng), grad=True)  # [C, D]
+        scale = model.logit_scale.exp().clamp(max=100.0)
+        logits = scale * torch.einsum("bdhw,cd->bchw", feats, text)
+        logits = F.interpolate(logits, size=tile, mode="bilinear", align_corners=False)
+        # vocabulary ids 1..C -> class index 0..C-1; ignore (0) -> -100
+        target = lab - (vocab.ignore_index + 1)
+        target[lab == vocab.ignore_index] = -100
+        loss = F.cross_entropy(logits, target, weight=weight[vocab.ids], ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        step += 1
+        log.append({"step": step, "loss": float(loss), "lr": lr, "seconds": time.perf_counter() - start})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+    if bar is not None:
+        bar.close()
+    train_s = time.perf_counter() - start
+    clip.reset_model_id()
+    model.eval()
+    return {
+        "teacher": teacher,
+        "log": log,
+        "train_seconds": train_s,
+        "render_seconds": render_s,
+        "steps": step,
+        "num_images": len(images),
+        "tile": tile,
+        "input_size": full,
+        "data": [str(split.path), *map(str, args.extra_data)],
+        "vocab": vocab,
+        "class_weights": weight.tolist(),
+    }
+
+
+def save_teacher(out: Path, result: dict, args: argparse.Namespace) -> Path:
+    """model.safetensors (fp16) + open_clip_config.json (open_clip local-dir layout) + log."""
+    from safetensors.torch import save_file
+
+    teacher = result["teacher"]
+    out.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: v.detach().half().contiguous() if v.is_floating_point() else v.contiguous()
+        for k, v in teacher.model.state_dict().items()
+    }
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt", "objective": "patch-caption"})
+    config = {
+        "model_cfg": teacher.clip.model_cfg,
+        "preprocess_cfg": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in teacher.clip.preprocess_cfg.items()
+        },
+        "clip2scene": {
+            "input_size": list(result["input_size"]),
+            "tile": list(result["tile"]),
+            "templates": args.templates,
+        },
+    }
+    (out / "open_clip_config.json").write_text(json.dumps(config, indent=1))
+    (out / "training_log.json").write_text(
+        json.dumps(
+            {
+                "steps": result["steps"],
+                "train_seconds": result["train_seconds"],
+                "render_seconds": result["render_seconds"],
+                "num_images": result["num_images"],
+                "args": {k: v for k, v in vars(args).items() if not callable(v)},
+                "loss": [[e["step"], round(e["loss"], 4)] for e in result["log"]],
+            },
+            indent=0,
+        )
+    )
+    _plot_loss(result["log"], out / "training_loss.png")
+    return out
+
+
+def _plot_loss(log: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([e["step"] for e in log])
+    loss = np.array([e["loss"] for e in log])
+    k = max(1, len(loss) // 50)
+    smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(steps, loss, alpha=0.3, label="loss")
+    ax.plot(steps[k - 1 :], smooth, label=f"mean of {k}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("pixel CE of patch-caption scores")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = train(args)
+    out = save_teacher(Path(args.out), result, args)
+    print(f"trained {result['steps']} steps in {result['train_seconds'] / 60:.1f} min; wrote {out}")
+    if not args.no_eval:
+        from . import evaluate
+
+        eval_args = argparse.Namespace(
+            teacher=str(out),
+            weights=None,
+            vocab=args.vocab,
+            val_seeds=args.val_seeds,
+            data_dir=args.data_dir,
+            limit=0,
+            out=str(out / "eval"),
+            key_smoothing=None,
+            prompt_denoising=None,
+            threads=args.threads,
+        )
+        evaluate.run(eval_args)
+    return 0
