@@ -1,8 +1,9 @@
 """Segmentation metrics and the class mapping between a model vocabulary and ground truth.
 
-Conventions: ground-truth id 0 is "ignore" (unlabelled, sky, classes outside the benchmark) and
-never counts; a predicted id that maps to 0 (the node's "not segmented" label, or a vocabulary
-class without a ground-truth counterpart) counts as a miss for the true class.
+Conventions (shared with the offline evaluator ``clip2scene_training.evaluate``, whose counting and
+IoU functions are used here): ground-truth id 0 is "ignore" and never counts; a predicted id that
+maps to 0 (the node's "not segmented" label, or a vocabulary class without a ground-truth
+counterpart) counts as a miss; classes absent from the ground truth are left out of the mean.
 """
 
 from __future__ import annotations
@@ -113,26 +114,23 @@ class ConfusionMatrix:
         return len(self.class_names)
 
     def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        from clip2scene_training.evaluate import confusion_matrix  # the offline evaluator's counting
+
         pred, gt = np.asarray(pred).astype(np.int64).ravel(), np.asarray(gt).astype(np.int64).ravel()
         if pred.shape != gt.shape:
             raise ValueError(f"{len(pred)} predictions for {len(gt)} ground-truth labels: point order differs")
-        n = self.num_classes + 1
-        keep = (gt > 0) & (gt < n)
-        p = np.where((pred >= 0) & (pred < n), pred, 0)[keep]
-        self.matrix += np.bincount(gt[keep] * n + p, minlength=n * n).reshape(n, n)
+        gt = np.where((gt > 0) & (gt <= self.num_classes), gt, 0)  # ids outside the taxonomy are ignored
+        pred = np.where((pred >= 0) & (pred <= self.num_classes), pred, 0)
+        self.matrix += confusion_matrix(pred, gt, self.num_classes)
 
     def merge(self, other: ConfusionMatrix) -> None:
         self.matrix += other.matrix
 
     def iou(self) -> np.ndarray:
-        """float [N]: IoU per class (NaN where the class is neither present nor predicted)."""
-        m = self.matrix
-        tp = np.diag(m)[1:].astype(np.float64)
-        gt = m[1:, :].sum(axis=1)
-        pred = m[1:, 1:].sum(axis=0)  # predictions on ignored points do not count as false positives
-        union = gt + pred - tp
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+        """float [N]: IoU per class, NaN for classes absent from the ground truth (offline convention)."""
+        from clip2scene_training.evaluate import iou_from_confusion
+
+        return iou_from_confusion(self.matrix)[0]
 
     def miou(self) -> float:
         iou = self.iou()

@@ -1,0 +1,101 @@
+"""Bag reading errors and the dataset -> rosbag2 converters (real files, no ROS processes)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from clip2scene_ros.replay import bag as B
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst / next(p.name for p in dst.iterdir() if p.suffix == ".mcap")
+
+
+def test_truncated_bag_gives_clear_error_from_cli(labelled_bag, tmp_path, capsys, caplog):
+    from clip2scene_ros.cli.main import main
+
+    mcap = _copy(labelled_bag, tmp_path / "truncated")
+    with open(mcap, "r+b") as f:
+        f.truncate(mcap.stat().st_size // 2)
+    with pytest.raises(B.BagError, match="truncated or corrupt"):
+        B.inspect_bag(tmp_path / "truncated")
+    code = main(["replay", str(tmp_path / "truncated"), "--out", str(tmp_path / "r"), "--no-progress"])
+    assert code == 2
+    assert "truncated or corrupt" in caplog.text and "ros2 bag reindex" in caplog.text
+    assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_chunk_is_detected_not_skipped(labelled_bag, tmp_path):
+    mcap = _copy(labelled_bag, tmp_path / "corrupt")
+    data = bytearray(mcap.read_bytes())
+    data[200:6000] = bytes(5800)  # wipe the first chunk; the index still lists its messages
+    mcap.write_bytes(bytes(data))
+    with pytest.raises(B.BagError, match=r"truncated or corrupt"):
+        B.verify(tmp_path / "corrupt", [B.LIDAR_TOPIC, B.LABEL_TOPIC])
+
+
+def test_missing_bag_and_missing_topic_messages(labelled_bag, tmp_path):
+    with pytest.raises(B.BagError, match="does not exist"):
+        B.inspect_bag(tmp_path / "nope")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(B.BagError, match="metadata.yaml"):
+        B.inspect_bag(tmp_path / "plain")
+    info = B.inspect_bag(labelled_bag)
+    with pytest.raises(B.BagError, match="--lidar-topic"):
+        info.require_cloud("/velodyne_points")
+    labels = B.read_labels(labelled_bag)
+    assert len(labels) == 3 and all(v.dtype == np.int64 for v in labels.values())
+
+
+def test_nuscenes_layout_converts_to_bag_with_benchmark_labels(tmp_path, small_sim_config):
+    from clip2scene_ros.replay.convert import convert
+    from clip2scene_ros.sim import generate_sequence
+    from clip2scene_ros.sim.taxonomy import map_labels
+    from clip2scene_ros.sim.writers import write_dataset
+    from clip2scene_ros.sim.writers.nuscenes import is_keyframe
+
+    cfg = small_sim_config
+    write_dataset("nuscenes", tmp_path / "nusc", cfg, [4], 4, keyframe_every=1, lead_in=2, progress=False)
+    bag = convert("nuscenes", tmp_path / "nusc", tmp_path / "nusc_bag", progress=False)
+    info = B.inspect_bag(bag)
+    assert info.custom[B.GT_TAXONOMY_KEY] == "nuscenes16"
+    assert "/camera/cam_front/image_raw" in info.topics
+    frames = [f for f in generate_sequence(cfg, 4, 4) if is_keyframe(f.index, 1, 2)]
+    assert info.counts[B.LIDAR_TOPIC] == len(frames) == 2
+    gt = B.read_labels(bag)
+    store = B.typestore()
+    clouds = {}
+    for _t, ty, _ts, raw in B.iter_raw(bag, [B.LIDAR_TOPIC]):
+        msg = B.deserialize(raw, ty, store)
+        clouds[B.header_stamp_ns(msg)] = B.cloud_array(msg)
+    for f in frames:
+        stamp = f.timestamp_ns // 1000 * 1000  # nuScenes keeps microseconds
+        np.testing.assert_array_equal(gt[stamp], map_labels(f.labels, "synthetic_to_nuscenes16"))
+        np.testing.assert_allclose(clouds[stamp]["x"], f.points[:, 0], atol=1e-5)
+        np.testing.assert_allclose(clouds[stamp]["intensity"], f.points[:, 3], atol=1e-4)
+
+
+def test_semantickitti_layout_converts_to_bag(tmp_path, small_sim_config):
+    from clip2scene_ros.replay.convert import convert
+    from clip2scene_ros.sim import generate_sequence
+    from clip2scene_ros.sim.taxonomy import map_labels
+    from clip2scene_ros.sim.writers import write_dataset
+    from clip2scene_ros.sim.writers.semantickitti import VELO_FROM_LIDAR
+
+    cfg = small_sim_config
+    write_dataset("semantickitti", tmp_path / "kitti", cfg, [5], 2, progress=False)
+    bag = convert("semantickitti", tmp_path / "kitti", tmp_path / "kitti_bag", sequence="05", progress=False)
+    info = B.inspect_bag(bag)
+    assert info.custom[B.GT_TAXONOMY_KEY] == "semantickitti19" and info.counts[B.LIDAR_TOPIC] == 2
+    gt = [v for _, v in sorted(B.read_labels(bag).items())]
+    frames = list(generate_sequence(cfg, 5, 2))
+    for f, g in zip(frames, gt, strict=True):
+        np.testing.assert_array_equal(g, map_labels(f.labels, "synthetic_to_semantickitti19"))
+    first = next(B.iter_raw(bag, [B.LIDAR_TOPIC]))
+    arr = B.cloud_array(B.deserialize(first[3], first[1]))
+    velo = frames[0].points[:, :3].astype(np.float64) @ VELO_FROM_LIDAR[:3, :3].T
+    np.testing.assert_allclose(np.stack([arr["x"], arr["y"], arr["z"]], 1), velo, atol=1e-4)
