@@ -118,7 +118,10 @@ def _frac(x: np.ndarray) -> np.ndarray:
 def pattern_blend(p: np.ndarray, pattern: np.ndarray, freq: np.ndarray, param: np.ndarray) -> np.ndarray:
     """Blend factor m in [0,1] between colour1 and colour2 at texture coordinates p (float32 [N,3])."""
     m = np.zeros(len(p), np.float32)
-    for kind in np.unique(pattern):
+    present = np.flatnonzero(np.bincount(pattern, minlength=M.NUM_PATTERNS))  # cheaper than np.unique
+    for kind in present:
+        if kind == M.P_PLAIN:
+            continue
         idx = np.flatnonzero(pattern == kind)
         q, f, a = p[idx], freq[idx], param[idx]
         if kind == M.P_PLAIN:
@@ -198,10 +201,8 @@ class Renderer:
         rays[:, :3] = origins
         rays[:, 3:] = dirs
         out = scene.cast_rays(o3d.core.Tensor(rays), nthreads=self.threads)
-        t_hit = out["t_hit"].numpy()
-        prim = out["primitive_ids"].numpy().astype(np.int64)
-        normals = out["primitive_normals"].numpy()
-        return t_hit, prim, normals
+        # primitive ids stay uint32 (INVALID_ID = 2**32-1 on a miss; callers mask with isfinite(t_hit))
+        return out["t_hit"].numpy(), out["primitive_ids"].numpy(), out["primitive_normals"].numpy()
 
     # -- surface attributes -----------------------------------------------------------------------
     @staticmethod
@@ -274,20 +275,20 @@ class Renderer:
         def one(k: int) -> CameraRender:
             cam = self.cameras[k]
             sl = slice(offsets[k], offsets[k + 1])
-            th_k, prim_k = t_hit[sl], prim[sl]
+            th_k = t_hit[sl]
             hit = np.isfinite(th_k)
+            tri = np.where(hit, prim[sl], 0)
             rgb = self._shade(world, c2r[k][:3, 3].astype(np.float32), dirs[sl], self._ray_len[k], th_k, hit,
-                              prim_k, normals[sl], inv_agent)  # fmt: skip
+                              tri, normals[sl], inv_agent)  # fmt: skip
             img = rgb.reshape(cam.height, cam.width, 3)
             if self.config.cameras.image_noise_std > 0:
                 oy, ox = noise_at[k]
                 reps = (cam.height + oy) // th + 1, (cam.width + ox) // tw + 1, 1
                 img += np.tile(self._noise_tile, reps)[oy : oy + cam.height, ox : ox + cam.width]
-            tri = np.where(hit, prim_k, 0)
             mt = world.materials
             return CameraRender(
                 np.clip(img + 0.5, 0, 255).astype(np.uint8),
-                np.where(hit, mt.label[tri], 0).astype(np.uint8).reshape(cam.height, cam.width),
+                np.where(hit, mt.label[tri], 0).astype(np.uint8).reshape(cam.height, cam.width),  # 0 = sky
                 np.where(hit, th_k, 0.0).astype(np.float32).reshape(cam.height, cam.width),
                 np.where(hit, mt.instance[tri], 0).astype(np.int32).reshape(cam.height, cam.width),
             )
@@ -302,19 +303,44 @@ class Renderer:
         ray_len: np.ndarray,
         t_hit: np.ndarray,
         hit: np.ndarray,
-        prim: np.ndarray,
+        tri: np.ndarray,
         normals: np.ndarray,
         inv_agent: np.ndarray,
     ) -> np.ndarray:
-        """Colour (0..255 float32 [N,3]) of one camera's rays: patterned albedo, sun + sky light, haze."""
+        """Colour (0..255 float32 [N,3]) of one camera's rays: patterned albedo, sun + sky light, haze.
+
+        Shades every ray as if it hit something (misses use triangle 0 at distance 0) and paints
+        the sky over the misses afterwards: cheaper than gathering the ~90% of rays that hit."""
         lt = world.lighting
-        rgb = np.empty((len(d), 3), np.float32)
-        hi = np.flatnonzero(hit)
-        si = np.flatnonzero(~hit)
         hor = lt.sky_horizon.astype(np.float32)
         zen = lt.sky_zenith.astype(np.float32)
         sun = lt.sun_dir.astype(np.float32)
+        mt = world.materials
+        t = np.where(hit, t_hit, np.float32(0.0))
+        tex = self._texcoords(world, tri, origin + d * t[:, None], inv_agent)
+        m = pattern_blend(tex, mt.pattern[tri], mt.freq[tri], mt.param[tri])
+        cols = mt.packed_colors()[tri]  # [N,6]: colour1, colour2 - colour1
+        grain = 0.88 + 0.24 * _noise(tex, 14.0)
+        n = normals
+        flip = np.einsum("ij,ij->i", n, d) > 0  # seen from behind: light the side we see
+        n[flip] *= -1
+        light = lt.ambient * (0.8 + 0.2 * n[:, 2]) + lt.sun * np.maximum(n @ sun, 0.0)
+        col = cols[:, 3:] * m[:, None]
+        col += cols[:, :3]
+        col *= (light * grain)[:, None]
+        gloss = mt.gloss[tri]
+        gi = np.flatnonzero((gloss > 0) & hit)
+        if len(gi):
+            ng, vg = n[gi], d[gi] / ray_len[gi, None]
+            refl = vg - 2 * np.einsum("ij,ij->i", vg, ng)[:, None] * ng
+            spec = np.maximum(refl @ sun, 0.0) ** 20 * lt.sun
+            sky_ref = hor + (zen - hor) * np.clip(refl[:, 2:3] * 2.5, 0, 1)
+            col[gi] += gloss[gi, None] * (0.25 * sky_ref + spec[:, None])
+        haze = 1.0 - np.exp(t * ray_len * np.float32(-1.0 / 400.0))
+        col += (hor - col) * haze[:, None]
+        col *= np.float32(255.0 * lt.exposure)
         # sky: horizon-to-zenith gradient, sun glow, blocky clouds
+        si = np.flatnonzero(~hit)
         if len(si):
             ds = d[si] / ray_len[si, None]
             h = np.clip(ds[:, 2] * 2.5, 0.0, 1.0)[:, None]
@@ -323,33 +349,8 @@ class Renderer:
             cloud = _noise(ds / np.maximum(ds[:, 2:3], 0.05), 1.3)
             cloud = np.clip((cloud - 0.55) * 2.5, 0, 1) * np.clip(ds[:, 2] * 6, 0, 1)
             sky = sky * (1 - 0.6 * cloud[:, None]) + 0.6 * cloud[:, None] * np.float32(0.95)
-            rgb[si] = (sky + glow[:, None] * 0.5) * 255.0
-        if len(hi):
-            tri = prim[hi]
-            t = t_hit[hi]
-            v = d[hi]
-            tex = self._texcoords(world, tri, origin + v * t[:, None], inv_agent)
-            mt = world.materials
-            m = pattern_blend(tex, mt.pattern[tri], mt.freq[tri], mt.param[tri])
-            cols = mt.packed_colors()[tri]  # [N,6]: colour1, colour2 - colour1
-            grain = 0.88 + 0.24 * _noise(tex, 14.0)
-            n = normals[hi]
-            flip = np.einsum("ij,ij->i", n, v) > 0  # seen from behind: light the side we see
-            n[flip] *= -1
-            light = lt.ambient * (0.8 + 0.2 * n[:, 2]) + lt.sun * np.maximum(n @ sun, 0.0)
-            col = (cols[:, :3] + cols[:, 3:] * m[:, None]) * (light * grain)[:, None]
-            gloss = mt.gloss[tri]
-            gi = np.flatnonzero(gloss > 0)
-            if len(gi):
-                ng, vg = n[gi], v[gi] / ray_len[hi[gi], None]
-                refl = vg - 2 * np.einsum("ij,ij->i", vg, ng)[:, None] * ng
-                spec = np.maximum(refl @ sun, 0.0) ** 20 * lt.sun
-                sky_ref = hor + (zen - hor) * np.clip(refl[:, 2:3] * 2.5, 0, 1)
-                col[gi] += gloss[gi, None] * (0.25 * sky_ref + spec[:, None])
-            haze = 1.0 - np.exp(t * ray_len[hi] * np.float32(-1.0 / 400.0))
-            col += (hor - col) * haze[:, None]
-            rgb[hi] = col * np.float32(255.0 * lt.exposure)
-        return rgb
+            col[si] = (sky + glow[:, None] * 0.5) * 255.0
+        return col
 
     # -- both -------------------------------------------------------------------------------------
     def render(self, world: World, t: float, rng: np.random.Generator, cameras: bool = True):
