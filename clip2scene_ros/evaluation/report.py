@@ -68,7 +68,7 @@ def plot_bev(frame: BevFrame, path: Path, extent: float = 40.0) -> Path:
         lab = np.asarray(labels)[keep].astype(np.int64)
         pal = palette(int(max(max(names, default=0), lab.max(initial=0)))) / 255.0
         order = np.argsort(xyz[:, 2])  # draw low points first so objects stay visible
-        ax.scatter(xyz[order, 0], xyz[order, 1], c=pal[lab[order]], s=0.4, linewidths=0, rasterized=True)
+        ax.scatter(xyz[order, 0], xyz[order, 1], c=pal[lab[order]], s=1.0, linewidths=0, rasterized=True)
         ax.set_aspect("equal")
         ax.set_xlim(-extent, extent)
         ax.set_ylim(-extent, extent)
@@ -92,11 +92,11 @@ def plot_query(q: QueryPlot, path: Path, extent: float = 40.0) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.2, 5.6))
     keep = _crop(q.xyz, extent)
-    ax.scatter(q.xyz[keep, 0], q.xyz[keep, 1], c="#5a5a5a", s=0.3, linewidths=0, rasterized=True)
+    ax.scatter(q.xyz[keep, 0], q.xyz[keep, 1], c="#5a5a5a", s=0.8, linewidths=0, rasterized=True)
     m = np.asarray(q.matches, dtype=np.int64)
     m = m[keep[m]] if m.size else m
     if m.size:
-        sc = ax.scatter(q.xyz[m, 0], q.xyz[m, 1], c=q.scores[m], cmap="autumn_r", s=2.5, linewidths=0)
+        sc = ax.scatter(q.xyz[m, 0], q.xyz[m, 1], c=q.scores[m], cmap="autumn_r", s=4.0, linewidths=0)
         fig.colorbar(sc, ax=ax, label="cosine similarity")
     ax.set_aspect("equal")
     ax.set_xlim(-extent, extent)

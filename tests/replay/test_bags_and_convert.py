@@ -99,3 +99,34 @@ def test_semantickitti_layout_converts_to_bag(tmp_path, small_sim_config):
     arr = B.cloud_array(B.deserialize(first[3], first[1]))
     velo = frames[0].points[:, :3].astype(np.float64) @ VELO_FROM_LIDAR[:3, :3].T
     np.testing.assert_allclose(np.stack([arr["x"], arr["y"], arr["z"]], 1), velo, atol=1e-4)
+
+
+@pytest.mark.real_data
+def test_real_nuscenes_keyframe_converts(real_data, tmp_path):
+    """The real nuScenes keyframe (no lidarseg): points as recorded, six cameras, LiDAR extrinsics."""
+    import json
+
+    from clip2scene_ros.geometry.calibration import nuscenes_record_transform
+    from clip2scene_ros.replay.convert import convert
+    from clip2scene_ros.sim.transforms import quat_from_matrix
+
+    root = real_data / "nuscenes-sample"
+    bag = convert("nuscenes", root, tmp_path / "real_bag", version="v1.0-mini", progress=False)
+    info = B.inspect_bag(bag)
+    assert B.LABEL_TOPIC not in info.topics and B.GT_TAXONOMY_KEY not in info.custom
+    assert sum(t.endswith("/image_raw") for t in info.topics) == 6 and info.counts[B.LIDAR_TOPIC] == 1
+    raw = np.fromfile(next((root / "samples" / "LIDAR_TOP").iterdir()), dtype=np.float32).reshape(-1, 5)
+    _t, ty, _ts, data = next(B.iter_raw(bag, [B.LIDAR_TOPIC]))
+    arr = B.cloud_array(B.deserialize(data, ty))
+    for i, name in enumerate(("x", "y", "z", "intensity")):
+        np.testing.assert_array_equal(arr[name], raw[:, i])
+    _t, ty, _ts, data = next(B.iter_raw(bag, ["/tf_static"]))
+    tf = {t.child_frame_id: t.transform for t in B.deserialize(data, ty).transforms}
+    sd = json.loads((root / "v1.0-mini" / "sample_data.json").read_text())
+    cs = {r["token"]: r for r in json.loads((root / "v1.0-mini" / "calibrated_sensor.json").read_text())}
+    lidar_cs = cs[next(r for r in sd if "LIDAR_TOP" in r["filename"])["calibrated_sensor_token"]]
+    T = nuscenes_record_transform(lidar_cs)
+    tr = tf["lidar_top"]
+    np.testing.assert_allclose([tr.translation.x, tr.translation.y, tr.translation.z], T[:3, 3], atol=1e-9)
+    q = quat_from_matrix(T[:3, :3])
+    assert abs(abs(float(np.dot(q, [tr.rotation.w, tr.rotation.x, tr.rotation.y, tr.rotation.z]))) - 1) < 1e-9
