@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from clip2scene_ros.sim import generate_sequence
 from clip2scene_ros.sim import meshes as M
@@ -24,14 +25,17 @@ def _world(parts):
     return assemble_world(ms, [], _static_ego)
 
 
-def test_range_to_wall_at_known_distance(small_config):
+@pytest.mark.parametrize("beams", [32, 64])
+def test_range_to_wall_at_known_distance(small_config, beams):
     wall_x = 20.0
     mat = M.Material(C.BUILDING, 0, (0.5, 0.5, 0.5))
     world = _world([(M.box(wall_x, wall_x + 1, -60, 60, -5, 30), mat)])
-    cfg = small_config.with_overrides(**{"cameras.names": ["cam_front"]})
+    cfg = small_config.with_overrides(**{"cameras.names": ["cam_front"], "lidar.beams": beams})
     frame = next(generate_sequence(cfg, 0, 1, world=world))
     assert len(frame.points) > 1000
     assert (frame.labels == C.BUILDING).all()
+    assert set(np.unique(frame.rings).tolist()) <= set(range(beams)) and frame.rings.max() > beams // 2
+    assert 0 <= frame.points[:, 3].min() and frame.points[:, 3].max() <= 255
     ego = transform_points(frame.lidar_to_ego, frame.points[:, :3].astype(np.float64))
     np.testing.assert_allclose(ego[:, 0], wall_x, atol=2e-3)  # every return lies on the wall plane
     # the beam closest to horizontal, looking straight ahead (LiDAR +y = ego +x)
@@ -128,9 +132,12 @@ def test_procedural_scene_covers_the_taxonomy(small_config):
     seen = set(np.unique(frames[0].labels).tolist())
     for o in frames[0].objects:
         seen.add(o.label)
-    # every class of the taxonomy is present in the world (as points or as objects)
+    cam = frames[0].cameras[0]
+    sky = cam.labels == 0
+    assert sky.any() and (cam.depth[sky] == 0).all() and (cam.depth[~sky] > 0).all()
+    # every class of the taxonomy is present in the world (stuff as points, things as objects)
     assert {C.ROAD, C.SIDEWALK, C.TERRAIN, C.BUILDING, C.VEGETATION} <= seen
-    assert {C.CAR, C.PEDESTRIAN, C.POLE, C.TRAFFIC_SIGN, C.TRAFFIC_CONE, C.BARRIER} <= seen
+    assert set(C.THING_CLASSES) <= seen
     assert frames[0].points.dtype == np.float32 and frames[0].points.shape[1] == 4
     assert frames[0].labels.dtype == np.uint8 and frames[0].instances.dtype == np.int32
 
