@@ -89,7 +89,7 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
     dist_info = setup_distributed(cfg.device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    seed_everything(cfg.seed + dist_info.rank)
+    seed_everything(cfg.seed)  # same on every rank: identical init (DDP also broadcasts) and teacher
     out_dir = Path(cfg.out_dir)
     device = cfg.device
 
