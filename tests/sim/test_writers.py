@@ -39,6 +39,9 @@ def test_nuscenes_devkit_loads_and_projects(nuscenes_root):
     root, cfg = nuscenes_root
     nusc = NuScenes(version="v1.0-trainval", dataroot=str(root), verbose=False)
     assert len(nusc.scene) == 2 and len(nusc.sample) == 4  # key frames 2 and 4 of each drive
+    import json
+
+    assert json.loads((root / "synthetic_splits.json").read_text()) == {"train": ["synth-000005", "synth-000006"]}
     fine_to_syn = {}
     lut = C.load_class_map("synthetic_to_nuscenes32")["lut"]
     for syn, fine in enumerate(lut):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +37,8 @@ def write_dataset(
 ) -> Path:
     """Generate ``num_frames`` frames for each seed and write them as ``fmt``. Returns the output path.
 
-    nuscenes: one dataroot with one scene per seed (cameras on key frames only).
+    nuscenes: one dataroot with one scene per seed (cameras on key frames only) and
+    ``synthetic_splits.json`` (split -> scene names).
     semantickitti: ``sequences/<seed>`` per seed (front camera only).
     rosbag: the bag folder is ``out_dir`` for one seed, ``out_dir/synth-<seed>`` for several.
     """
@@ -64,6 +66,11 @@ def write_dataset(
                     lead_in=lead_in,
                     description=f"synthetic drive, seed {seed}, split {split_of(seed)}",
                 )
+        # which scene belongs to which fixed split (the devkit's own splits list real scene names)
+        splits: dict[str, list[str]] = {}
+        for seed in seeds:
+            splits.setdefault(split_of(seed) or "none", []).append(f"synth-{seed:06d}")
+        (out / "synthetic_splits.json").write_text(json.dumps(splits, indent=1, sort_keys=True))
         return out
     if fmt == "semantickitti":
         from clip2scene_ros.sim.writers.semantickitti import write_semantickitti_sequence
