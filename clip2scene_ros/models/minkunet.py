@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from clip2scene_ros.sparse import KernelMaps, build_kernel_maps, voxelize
+from clip2scene_ros.sparse import KernelMaps, PaddedMaps, build_kernel_maps, voxelize
 from clip2scene_ros.sparse.ops import DownConv3d, SubmConv3d, UpConv3d
 
 FEATURE_COLUMNS = {"x": 0, "y": 1, "z": 2, "intensity": 3}
@@ -93,7 +93,7 @@ class ConvBN(nn.Module):
         self.conv = conv
         self.bn: nn.Module = nn.BatchNorm1d(channels, momentum=momentum)
 
-    def forward(self, x: Tensor, maps: KernelMaps, level: int, relu: bool) -> Tensor:
+    def forward(self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int, relu: bool) -> Tensor:
         if isinstance(self.bn, nn.Identity):
             return self.conv(x, maps, level, relu=relu)
         y = self.bn(self.conv(x, maps, level))
@@ -120,9 +120,9 @@ class Pointwise(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(1, in_channels, out_channels))
         self.bias: nn.Parameter | None = None
-        nn.init.uniform_(self.weight, -(3.0 / in_channels) ** 0.5, (3.0 / in_channels) ** 0.5)
+        nn.init.uniform_(self.weight, -((3.0 / in_channels) ** 0.5), (3.0 / in_channels) ** 0.5)
 
-    def forward(self, x: Tensor, maps: KernelMaps, level: int, relu: bool = False) -> Tensor:
+    def forward(self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int, relu: bool = False) -> Tensor:
         y = x @ self.weight[0].to(x.dtype)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
@@ -138,7 +138,7 @@ class BasicBlock(nn.Module):
         self.conv2 = ConvBN(SubmConv3d(cout, cout, 3), cout, momentum)
         self.shortcut = ConvBN(Pointwise(cin, cout), cout, momentum) if cin != cout else None
 
-    def forward(self, x: Tensor, maps: KernelMaps, level: int) -> Tensor:
+    def forward(self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int) -> Tensor:
         y = self.conv2(self.conv1(x, maps, level, True), maps, level, False)
         s = x if self.shortcut is None else self.shortcut(x, maps, level, False)
         return torch.relu(y + s)
@@ -183,14 +183,14 @@ class MinkUNet(nn.Module):
         self.bn_folded = False
 
     # -- core -----------------------------------------------------------------------------------
-    def forward(self, feats: Tensor, maps: KernelMaps) -> dict[str, Tensor]:
+    def forward(self, feats: Tensor, maps: KernelMaps | PaddedMaps) -> dict[str, Tensor]:
         """Voxel features [N_0, C_in] in level-0 row order -> ``{head: [N_0, embed_dim]}``."""
         if feats.ndim != 2 or feats.shape[1] != len(self.config.in_features):
             raise ValueError(
                 f"expected voxel features [N, {len(self.config.in_features)}] "
                 f"({', '.join(self.config.in_features)}), got {tuple(feats.shape)}"
             )
-        n0 = maps.subm_map(0).num_voxels
+        n0 = getattr(maps.subm_map(0), "num_voxels", -1)
         if n0 >= 0 and feats.shape[0] != n0:
             raise ValueError(
                 f"{feats.shape[0]} feature rows but the kernel maps hold {n0} voxels; "
@@ -213,17 +213,19 @@ class MinkUNet(nn.Module):
                 x = b(x, maps, level)
         return {name: head(x) for name, head in self.heads.items()}
 
+    @staticmethod
+    def build_maps_for(config: ModelConfig, coords: Tensor) -> KernelMaps:
+        """Kernel maps for an architecture (5 levels, the kernel sizes it uses)."""
+        return build_kernel_maps(coords, MinkUNet.num_levels, config.kernel_sizes, primary_kernel=3)
+
     def build_maps(self, coords: Tensor) -> KernelMaps:
-        """Kernel maps for this architecture (5 levels, the kernels it uses)."""
-        return build_kernel_maps(coords, self.num_levels, self.config.kernel_sizes, primary_kernel=3)
+        return self.build_maps_for(self.config, coords)
 
     def feature_columns(self) -> list[int]:
         return [feature_column(f) for f in self.config.in_features]
 
     # -- convenience ----------------------------------------------------------------------------
-    def encode_points(
-        self, points: Sequence[Tensor], voxel_size: float | None = None
-    ) -> list[dict[str, Tensor]]:
+    def encode_points(self, points: Sequence[Tensor], voxel_size: float | None = None) -> list[dict[str, Tensor]]:
         """Per-point features for a batch of clouds ``[P_i, 3+F]``: voxelize, run, gather back.
 
         Differentiable with respect to the weights (and the feature columns). Points dropped for
@@ -281,7 +283,8 @@ class MinkUNet(nn.Module):
 
 
 class ExportModule(nn.Module):
-    """Flat-tensor wrapper for ONNX export: ``(feats, *kernel_map_tensors) -> head outputs``."""
+    """Flat-tensor wrapper for ONNX export: ``(feats, *padded_map_tensors) -> head outputs``
+    (see :func:`clip2scene_ros.sparse.padded_tensors`)."""
 
     def __init__(self, model: MinkUNet) -> None:
         super().__init__()
@@ -289,6 +292,6 @@ class ExportModule(nn.Module):
         self.head_names = list(model.config.heads)
 
     def forward(self, feats: Tensor, *map_tensors: Tensor) -> tuple[Tensor, ...]:
-        maps = KernelMaps.from_flat(list(map_tensors), MinkUNet.num_levels, primary_kernel=3)
+        maps = PaddedMaps.from_flat(list(map_tensors), MinkUNet.num_levels)
         out = self.model(feats, maps)
         return tuple(out[h] for h in self.head_names)

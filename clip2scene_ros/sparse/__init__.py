@@ -5,7 +5,16 @@ Add, Relu, ...) that ONNX Runtime and TensorRT execute, with the kernel maps as 
 """
 
 from .convert import from_spconv, from_spconv1, from_torchsparse, to_spconv, to_torchsparse
-from .kmap import DownMap, KernelMaps, SubmMap, build_kernel_maps, kernel_offsets
+from .kmap import (
+    DownMap,
+    KernelMaps,
+    PaddedMaps,
+    SubmMap,
+    build_kernel_maps,
+    kernel_offsets,
+    padded_input_names,
+    padded_tensors,
+)
 from .ops import DownConv3d, SubmConv3d, UpConv3d, down_conv, subm_conv, up_conv
 from .voxelize import COORD_LIMIT, MAX_BATCH, Voxels, pack_keys, unpack_keys, voxelize
 
@@ -15,6 +24,7 @@ __all__ = [
     "DownConv3d",
     "DownMap",
     "KernelMaps",
+    "PaddedMaps",
     "SubmConv3d",
     "SubmMap",
     "UpConv3d",
@@ -26,6 +36,8 @@ __all__ = [
     "from_torchsparse",
     "kernel_offsets",
     "pack_keys",
+    "padded_input_names",
+    "padded_tensors",
     "subm_conv",
     "to_spconv",
     "to_torchsparse",

@@ -348,3 +348,108 @@ def build_kernel_maps(
     input_rank = torch.empty_like(input_order)
     input_rank[input_order] = torch.arange(len(input_order), device=device)
     return KernelMaps(level_coords, input_order, input_rank, subm, down, primary)
+
+
+# -- padded form for exported graphs -----------------------------------------------------------
+# A traced graph with one Slice per offset and column grows to thousands of nodes, which ONNX
+# Runtime needs minutes to load. The exported graph therefore takes the same maps padded into a
+# few rectangular tensors whose sizes are ordinary dynamic axes (no shape tensors for TensorRT):
+# per offset one row of input indices padded to the longest offset (P), gathered and multiplied
+# as one batched MatMul, and per output row the positions of its results padded to the largest
+# neighbour count (J), gathered and summed. Cost: (K-1)*P pair rows instead of M, which the eager
+# path keeps exact.
+
+
+@dataclass(eq=False)
+class PaddedSubm:
+    pidx: Tensor  # [K-1, P] input rows, padded with N (a zero row appended to the input)
+    ptable: Tensor  # [N, J] positions into the flattened [(K-1)*P] results, padded with (K-1)*P
+
+
+@dataclass(eq=False)
+class PaddedDown:
+    fine: Tensor  # [8, Q] fine rows per slot, padded with N_fine
+    parent: Tensor  # [8, Q] their parents, padded with N_coarse
+    child: Tensor  # [N_coarse, 8] positions of each child in the flattened [8*Q] results, pad 8*Q
+    inv: Tensor  # [N_fine] position of each fine row in the flattened [8*Q] results
+
+
+PADDED_SUBM_INPUTS = ("pidx", "ptable")
+PADDED_DOWN_INPUTS = ("fine", "parent", "child", "inv")
+
+
+def _pad_segments(values: Tensor, bounds: Tensor, pad: int) -> tuple[Tensor, Tensor]:
+    """Segments of ``values`` as rows of a [S, P] matrix; also each value's flat position."""
+    lens = bounds[1:] - bounds[:-1]
+    s = lens.shape[0]
+    p = max(int(lens.max()) if s else 0, 1)
+    seg = torch.repeat_interleave(torch.arange(s, device=values.device), lens)
+    local = torch.arange(values.shape[0], device=values.device) - bounds[:-1].index_select(0, seg)
+    flat_pos = seg * p + local
+    out = torch.full((s * p,), pad, dtype=torch.long, device=values.device)
+    out[flat_pos] = values
+    return out.view(s, p), flat_pos
+
+
+def pad_subm(m: SubmMap) -> PaddedSubm:
+    if m.row_rank is not None:
+        raise ValueError("only the primary kernel's maps (level row order) can be padded for export")
+    n = m.num_voxels
+    pidx, flat_pos = _pad_segments(m.pair_in, m.pair_bounds, n)
+    pad = pidx.numel()
+    lens = (m.acc_bounds[1:] - m.acc_bounds[:-1]).tolist()
+    j = max(sum(1 for v in lens if v > 0), 1)
+    table = torch.full((n, j), pad, dtype=torch.long, device=pidx.device)
+    b = m.acc_bounds.tolist()
+    for col, ln in enumerate(lens[:j]):
+        if ln:
+            table[:ln, col] = flat_pos.index_select(0, m.acc_idx[b[col] : b[col] + ln])
+    return PaddedSubm(pidx, table)
+
+
+def pad_down(d: DownMap, n_fine: int, n_coarse: int) -> PaddedDown:
+    fine, flat_pos = _pad_segments(d.fine_idx, d.slot_bounds, n_fine)
+    parent, _ = _pad_segments(d.parent_idx, d.slot_bounds, n_coarse)
+    pad = fine.numel()
+    ext = torch.cat([flat_pos, torch.full((1,), pad, dtype=torch.long, device=flat_pos.device)])
+    child = ext[d.child_table]  # child_table uses n_fine as its "missing" marker = ext's last entry
+    inv = flat_pos.index_select(0, d.inv)
+    return PaddedDown(fine, parent, child, inv)
+
+
+def padded_tensors(maps: KernelMaps) -> list[Tensor]:
+    """Graph inputs of an exported network, in :func:`padded_input_names` order."""
+    out: list[Tensor] = []
+    for s in range(maps.num_levels):
+        p = pad_subm(maps.subm[s][maps.primary_kernel])
+        out += [p.pidx, p.ptable]
+    for s, d in enumerate(maps.down):
+        p = pad_down(d, maps.coords[s].shape[0], maps.coords[s + 1].shape[0])
+        out += [p.fine, p.parent, p.child, p.inv]
+    return out
+
+
+def padded_input_names(num_levels: int) -> list[str]:
+    names = [f"subm{s}_{n}" for s in range(num_levels) for n in PADDED_SUBM_INPUTS]
+    names += [f"down{s}_{n}" for s in range(num_levels - 1) for n in PADDED_DOWN_INPUTS]
+    return names
+
+
+@dataclass(eq=False)
+class PaddedMaps:
+    """What an exported network reads; built from :func:`padded_tensors`."""
+
+    subm: list[PaddedSubm]
+    down: list[PaddedDown]
+
+    @classmethod
+    def from_flat(cls, tensors: list[Tensor], num_levels: int) -> PaddedMaps:
+        it = iter(tensors)
+        subm = [PaddedSubm(next(it), next(it)) for _ in range(num_levels)]
+        down = [PaddedDown(next(it), next(it), next(it), next(it)) for _ in range(num_levels - 1)]
+        return cls(subm, down)
+
+    def subm_map(self, level: int, kernel_size: int | None = None) -> PaddedSubm:
+        if kernel_size not in (None, 3):
+            raise ValueError("exported networks use 3x3x3 submanifold kernels only")
+        return self.subm[level]

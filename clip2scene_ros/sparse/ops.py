@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .kmap import DownMap, KernelMaps, SubmMap, dyn_slice, is_tracing
+from .kmap import DownMap, KernelMaps, PaddedDown, PaddedMaps, PaddedSubm, SubmMap, dyn_slice, is_tracing
 
 
 def _acc_dtype(x: Tensor) -> torch.dtype:
@@ -50,10 +50,30 @@ def _per_offset(x: Tensor, weights: list[Tensor], segs: list[Tensor], cout: int)
     return ycat
 
 
+def _with_zero_row(x: Tensor) -> Tensor:
+    return torch.cat([x, x.new_zeros((1, x.shape[1]))], 0)
+
+
+def _subm_padded(x: Tensor, weight: Tensor, bias: Tensor | None, m: PaddedSubm, relu: bool) -> Tensor:
+    k, _, cout = weight.shape
+    c = k // 2
+    w = weight.to(x.dtype)
+    w_nc = torch.cat([w[:c], w[c + 1 :]], 0)  # [K-1, C_in, C_out]
+    y = torch.matmul(_with_zero_row(x)[m.pidx], w_nc).reshape(-1, cout)  # [(K-1)*P, C_out]
+    acc_t = _acc_dtype(x)
+    out = (x @ w[c]).to(acc_t) + _with_zero_row(y)[m.ptable].to(acc_t).sum(1)
+    return _finish(out, bias, relu, x.dtype)
+
+
 def subm_conv(
-    x: Tensor, weight: Tensor, bias: Tensor | None, m: SubmMap, relu: bool = False
+    x: Tensor, weight: Tensor, bias: Tensor | None, m: SubmMap | PaddedSubm, relu: bool = False
 ) -> Tensor:
-    """Submanifold convolution (odd kernel, stride 1): ``x`` [N, C_in] in level order."""
+    """Submanifold convolution (odd kernel, stride 1): ``x`` [N, C_in] in level order.
+
+    ``m`` is a :class:`SubmMap` (exact sparse cost; eager) or a ``PaddedSubm`` (exported graphs).
+    """
+    if isinstance(m, PaddedSubm):
+        return _subm_padded(x, weight, bias, m, relu)
     k, cin, cout = weight.shape
     if k != m.kernel_size**3 and m.kernel_size > 0:
         raise ValueError(f"weight has {k} offsets but the map is for kernel {m.kernel_size}")
@@ -94,9 +114,15 @@ def subm_conv(
     return _finish(out, bias, relu, x.dtype)
 
 
-def down_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: DownMap, relu: bool = False) -> Tensor:
+def down_conv(
+    x: Tensor, weight: Tensor, bias: Tensor | None, m: DownMap | PaddedDown, relu: bool = False
+) -> Tensor:
     """k2 s2 convolution from a fine level to the next coarser one: [N_f, C_in] -> [N_c, C_out]."""
     _, cin, cout = weight.shape
+    if isinstance(m, PaddedDown):
+        y = torch.matmul(_with_zero_row(x)[m.fine], weight.to(x.dtype)).reshape(-1, cout)
+        out = _with_zero_row(y)[m.child].to(_acc_dtype(x)).sum(1)
+        return _finish(out, bias, relu, x.dtype)
     if x.shape[1] != cin:
         raise ValueError(f"input has {x.shape[1]} channels, the layer expects {cin}")
     w = weight.to(x.dtype)
@@ -108,9 +134,14 @@ def down_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: DownMap, relu: 
     return _finish(out, bias, relu, x.dtype)
 
 
-def up_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: DownMap, relu: bool = False) -> Tensor:
+def up_conv(
+    x: Tensor, weight: Tensor, bias: Tensor | None, m: DownMap | PaddedDown, relu: bool = False
+) -> Tensor:
     """Transposed k2 s2 convolution back to the fine level the map came from (same coordinates)."""
     _, cin, cout = weight.shape
+    if isinstance(m, PaddedDown):
+        y = torch.matmul(_with_zero_row(x)[m.parent], weight.to(x.dtype)).reshape(-1, cout)
+        return _finish(y[m.inv].to(_acc_dtype(x)), bias, relu, x.dtype)
     if x.shape[1] != cin:
         raise ValueError(f"input has {x.shape[1]} channels, the layer expects {cin}")
     w = weight.to(x.dtype)
@@ -139,7 +170,7 @@ class SubmConv3d(_SparseConvBase):
         super().__init__(in_channels, out_channels, kernel_size**3, bias)
         self.kernel_size = kernel_size
 
-    def forward(self, x: Tensor, maps: KernelMaps, level: int, relu: bool = False) -> Tensor:
+    def forward(self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int, relu: bool = False) -> Tensor:
         return subm_conv(x, self.weight, self.bias, maps.subm_map(level, self.kernel_size), relu)
 
 
@@ -149,7 +180,7 @@ class DownConv3d(_SparseConvBase):
     def __init__(self, in_channels: int, out_channels: int, bias: bool = False) -> None:
         super().__init__(in_channels, out_channels, 8, bias)
 
-    def forward(self, x: Tensor, maps: KernelMaps, level: int, relu: bool = False) -> Tensor:
+    def forward(self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int, relu: bool = False) -> Tensor:
         return down_conv(x, self.weight, self.bias, maps.down[level], relu)
 
 
@@ -159,5 +190,5 @@ class UpConv3d(_SparseConvBase):
     def __init__(self, in_channels: int, out_channels: int, bias: bool = False) -> None:
         super().__init__(in_channels, out_channels, 8, bias)
 
-    def forward(self, x: Tensor, maps: KernelMaps, level: int, relu: bool = False) -> Tensor:
+    def forward(self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int, relu: bool = False) -> Tensor:
         return up_conv(x, self.weight, self.bias, maps.down[level], relu)

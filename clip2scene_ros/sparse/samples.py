@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-NUSCENES_LIDAR = (
-    "nuscenes-sample/samples/LIDAR_TOP/n015-2018-07-24-11-22-45+0800__LIDAR_TOP__1532402927647951.pcd.bin"
-)
+NUSCENES_LIDAR = "nuscenes-sample/samples/LIDAR_TOP/n015-2018-07-24-11-22-45+0800__LIDAR_TOP__1532402927647951.pcd.bin"
 KITTI_LIDAR = "kitti-frame/training/velodyne/000001.bin"
 
 

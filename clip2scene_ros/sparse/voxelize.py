@@ -29,10 +29,7 @@ def pack_keys(coords: Tensor) -> Tensor:
     """(batch, x, y, z) int64 [N, 4] -> int64 keys [N]; ordering of keys = lexicographic ordering."""
     c = coords.long()
     return (
-        (c[:, 0] << _SHIFT_B)
-        | ((c[:, 1] + _BIAS) << _SHIFT_X)
-        | ((c[:, 2] + _BIAS) << AXIS_BITS)
-        | (c[:, 3] + _BIAS)
+        (c[:, 0] << _SHIFT_B) | ((c[:, 1] + _BIAS) << _SHIFT_X) | ((c[:, 2] + _BIAS) << AXIS_BITS) | (c[:, 3] + _BIAS)
     )
 
 

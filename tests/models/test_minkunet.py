@@ -76,8 +76,9 @@ def test_whole_minkunet_matches_spconv_on_generated_scenes():
 
 def test_minkunet34_xyz_features_and_stem_kernel5_match_spconv():
     torch.manual_seed(1)
-    model = _randomise_bn(create_model("minkunet34", width=0.125, embed_dim=8, in_features=["x", "y", "z", "intensity"],
-                                       stem_kernel=5))
+    model = _randomise_bn(
+        create_model("minkunet34", width=0.125, embed_dim=8, in_features=["x", "y", "z", "intensity"], stem_kernel=5)
+    )
     _compare(model, torch.from_numpy(lidar_like_scene(3, beams=16, azimuth_steps=480)), 0.15)
 
 

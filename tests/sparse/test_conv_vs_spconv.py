@@ -126,3 +126,20 @@ def test_gradients_flow_through_every_layer_type():
     from clip2scene_ros.sparse import subm_conv
 
     assert torch.autograd.gradcheck(lambda a, w: subm_conv(a, w, None, small.subm_map(0)), (xd, wd))
+
+
+def test_padded_export_form_equals_the_exact_maps():
+    from clip2scene_ros.sparse import PaddedMaps, padded_tensors
+
+    coords = voxelize(torch.from_numpy(lidar_like_scene(7, beams=16, azimuth_steps=360)), 0.2).coords
+    maps = build_kernel_maps(coords, 3)
+    padded = PaddedMaps.from_flat(padded_tensors(maps), 3)
+    x = torch.randn(len(coords), 6)
+    subm, down, up = SubmConv3d(6, 5, bias=True), DownConv3d(6, 7), UpConv3d(7, 6)
+    with torch.no_grad():
+        for s in range(3):
+            xs = torch.randn(len(maps.coords[s]), 6)
+            torch.testing.assert_close(subm(xs, padded, s), subm(xs, maps, s), atol=1e-5, rtol=0)
+        torch.testing.assert_close(down(x, padded, 0), down(x, maps, 0), atol=1e-5, rtol=0)
+        xc = torch.randn(len(maps.coords[1]), 7)
+        torch.testing.assert_close(up(xc, padded, 0), up(xc, maps, 0), atol=1e-5, rtol=0)

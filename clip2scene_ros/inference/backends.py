@@ -1,0 +1,157 @@
+"""Inference backends behind one call: ``backend(points [P, 3+F]) -> {head: float32 [P, D]}``.
+
+* ``torch``: the eager engine (BatchNorm folded), fp32, bf16 (CPU, fp32 accumulation) or fp16 (CUDA).
+* ``onnxruntime``: the exported ONNX graph on ONNX Runtime (CPU, or CUDA where installed).
+* ``tensorrt``: an engine built from the same ONNX (see :mod:`.tensorrt`); needs CUDA + TensorRT.
+
+All three voxelize and build the kernel maps the same way, outside the network.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clip2scene_ros.models import MinkUNet, ModelConfig, load_checkpoint  # noqa: F401
+
+from .export import PreparedInputs, export_onnx, file_sha256, gather_points, prepare_inputs, read_sidecar
+
+LOG = logging.getLogger(__name__)
+KINDS = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "bf16", "fp16")
+ONNX_FILE = "model.onnx"
+
+
+class Backend(ABC):
+    """Common interface; ``config`` is the model's :class:`ModelConfig`."""
+
+    kind: str = ""
+
+    def __init__(self, config: ModelConfig, precision: str, device: str) -> None:
+        self.config = config
+        self.precision = precision
+        self.device = device
+        self.heads = list(config.heads)
+        self.embed_dim = config.embed_dim
+
+    def __call__(self, points: np.ndarray) -> dict[str, np.ndarray]:
+        points = np.asarray(points)
+        if points.ndim != 2:
+            raise ValueError(f"points must be a 2-D array [P, 3+F], got shape {points.shape}")
+        prepared = prepare_inputs(self.config, points)
+        if prepared.num_voxels == 0:
+            return {h: np.zeros((len(points), self.embed_dim), np.float32) for h in self.heads}
+        return gather_points(self.run_voxels(prepared), prepared.point_rows, self.embed_dim)
+
+    @abstractmethod
+    def run_voxels(self, prepared: PreparedInputs) -> dict[str, np.ndarray]:
+        """Voxelized input with kernel maps (:func:`.export.prepare_inputs`) -> per-voxel outputs."""
+
+
+class TorchBackend(Backend):
+    kind = "torch"
+
+    def __init__(self, model: MinkUNet, device: str = "cpu", precision: str = "fp32") -> None:
+        super().__init__(model.config, precision, device)
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        if precision == "fp16" and not str(device).startswith("cuda"):
+            raise ValueError("fp16 needs a CUDA device; on CPU use precision='bf16' (fp32 accumulation)")
+        self.dtype = dtype
+        self.model = model.fold_bn().to(device=device, dtype=dtype).eval()
+
+    @torch.no_grad()
+    def run_voxels(self, prepared: PreparedInputs) -> dict[str, np.ndarray]:
+        # the eager path uses the exact (unpadded) maps: cost follows the real neighbour count
+        feats = prepared.feats.to(self.device, self.dtype)
+        out = self.model(feats, prepared.maps)
+        return {h: v.float().cpu().numpy() for h, v in out.items()}
+
+
+def ensure_onnx(checkpoint_dir: str | Path, onnx_path: str | Path | None = None) -> Path:
+    """The checkpoint's ONNX export, (re-)exported when missing or older than the weights."""
+    checkpoint_dir = Path(checkpoint_dir)
+    path = Path(onnx_path) if onnx_path is not None else checkpoint_dir / ONNX_FILE
+    weights = checkpoint_dir / "model.safetensors"
+    if path.is_file() and Path(str(path) + ".json").is_file():
+        if not weights.is_file() or path.stat().st_mtime >= weights.stat().st_mtime:
+            return path
+    model, _, _ = load_checkpoint(checkpoint_dir)
+    LOG.info("exporting %s to ONNX (%s); this takes a minute once", checkpoint_dir, path)
+    return export_onnx(model, path)
+
+
+class OnnxRuntimeBackend(Backend):
+    kind = "onnxruntime"
+
+    def __init__(
+        self, onnx_path: str | Path, device: str = "cpu", precision: str = "fp32", threads: int | None = None
+    ) -> None:
+        import onnxruntime as ort
+
+        meta = read_sidecar(onnx_path)
+        super().__init__(ModelConfig.from_dict(meta["config"]), precision, device)
+        if precision != "fp32":
+            raise ValueError(
+                f"the onnxruntime backend runs the fp32 graph; precision={precision!r} is available with "
+                "kind='torch' (bf16 on CPU) or kind='tensorrt' (fp16)"
+            )
+        providers = ["CPUExecutionProvider"]
+        if str(device).startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise RuntimeError("device='cuda' needs onnxruntime-gpu (CUDAExecutionProvider is not available)")
+            providers.insert(0, "CUDAExecutionProvider")
+        opts = ort.SessionOptions()
+        if threads is not None:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(onnx_path), opts, providers=providers)
+        self.output_names = meta["outputs"]
+
+    def run_voxels(self, prepared: PreparedInputs) -> dict[str, np.ndarray]:
+        out = self.session.run(self.output_names, prepared.feeds())
+        return dict(zip(self.output_names, out))
+
+
+def create_backend(
+    kind: str,
+    checkpoint_dir: str | Path,
+    device: str = "cpu",
+    precision: str = "fp32",
+    **options,
+) -> Backend:
+    """Build a backend from a checkpoint directory (``model.safetensors`` + ``model.json``).
+
+    options: ``onnx_path`` (onnxruntime/tensorrt; default ``<checkpoint>/model.onnx``, exported on
+    first use), ``threads`` (onnxruntime), ``tensorrt`` (:class:`.tensorrt.TensorRTOptions`).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown backend {kind!r}; choose one of {KINDS}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if kind == "torch":
+        model, _, _ = load_checkpoint(checkpoint_dir)
+        return TorchBackend(model, device=device, precision=precision)
+    onnx_path = ensure_onnx(checkpoint_dir, options.get("onnx_path"))
+    if kind == "onnxruntime":
+        return OnnxRuntimeBackend(onnx_path, device=device, precision=precision, threads=options.get("threads"))
+    from .tensorrt import TensorRTBackend, TensorRTOptions
+
+    trt_options = options.get("tensorrt") or TensorRTOptions(fp16=precision == "fp16")
+    if precision == "bf16":
+        raise ValueError("the tensorrt backend supports precision 'fp32' or 'fp16'")
+    return TensorRTBackend(onnx_path, trt_options, device=device)
+
+
+__all__ = [
+    "KINDS",
+    "Backend",
+    "OnnxRuntimeBackend",
+    "TorchBackend",
+    "create_backend",
+    "ensure_onnx",
+    "file_sha256",
+]

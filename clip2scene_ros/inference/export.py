@@ -1,0 +1,214 @@
+"""Export a MinkUNet to ONNX: voxel features + kernel maps in, per-voxel head features out.
+
+The kernel maps (built outside the graph by :func:`clip2scene_ros.sparse.build_kernel_maps`) are
+graph inputs, so the graph holds only Gather, MatMul, Slice, Concat, Add, Relu, ... which ONNX
+Runtime and TensorRT run. Voxel and pair counts are dynamic axes (``n0..n4``, ``m0..m4``).
+A JSON sidecar (``<model>.onnx.json``) carries what a runtime needs to prepare inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clip2scene_ros.models import ExportModule, MinkUNet, ModelConfig
+from clip2scene_ros.sparse import KernelMaps, padded_input_names, padded_tensors, voxelize
+from clip2scene_ros.sparse.samples import lidar_like_scene
+
+OPSET = 17
+SIDECAR_FORMAT = "clip2scene_ros.onnx/1"
+# Operators the TensorRT 10 ONNX parser imports natively (onnx-tensorrt operators.md), limited to
+# those a plain dense-math graph like ours may use. No Scatter*, Unique, NonZero, TopK or Loop.
+TENSORRT_OPS = frozenset(
+    {
+        "Add", "Cast", "Concat", "Constant", "ConstantOfShape", "Div", "Expand", "Flatten", "Gather",
+        "Gemm", "Identity", "MatMul", "Mul", "Relu", "Reshape", "Shape", "Slice", "Squeeze", "Sub",
+        "Transpose", "Unsqueeze", "ReduceSum",
+    }
+)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _without_jit_lint():
+    """Skip TorchScript's graph lint during export: a debug check that is quadratic in the graph
+    size (~75 s of a 2-minute export of MinkUNet18); the exported graph is validated by
+    onnx.checker and by running it instead."""
+    original = torch._C._jit_pass_lint
+    torch._C._jit_pass_lint = lambda graph: None
+    try:
+        yield
+    finally:
+        torch._C._jit_pass_lint = original
+
+
+def input_names(num_levels: int = MinkUNet.num_levels) -> list[str]:
+    return ["feats", *padded_input_names(num_levels)]
+
+
+def dynamic_axes(heads: list[str], num_levels: int = MinkUNet.num_levels) -> dict[str, dict[int, str]]:
+    """Voxel counts n<s>, padded pairs per offset p<s>, max neighbours j<s>, children per slot q<s>."""
+    axes: dict[str, dict[int, str]] = {"feats": {0: "n0"}}
+    for s in range(num_levels):
+        axes[f"subm{s}_pidx"] = {1: f"p{s}"}
+        axes[f"subm{s}_ptable"] = {0: f"n{s}", 1: f"j{s}"}
+    for s in range(num_levels - 1):
+        axes[f"down{s}_fine"] = {1: f"q{s}"}
+        axes[f"down{s}_parent"] = {1: f"q{s}"}
+        axes[f"down{s}_child"] = {0: f"n{s + 1}"}
+        axes[f"down{s}_inv"] = {0: f"n{s}"}
+    for h in heads:
+        axes[h] = {0: "n0"}
+    return axes
+
+
+@dataclass
+class PreparedInputs:
+    """One batch of points voxelized, with kernel maps, and the way back from voxels to points."""
+
+    feats: torch.Tensor | None  # [N_0, C_in] in level-0 row order
+    maps: KernelMaps | None
+    point_rows: np.ndarray  # level-0 voxel row per point, -1 for dropped points
+    num_voxels: int
+
+    def feeds(self, dtype: type = np.float32) -> dict[str, np.ndarray]:
+        """Named inputs of the exported graph (padded maps, see clip2scene_ros.sparse.padded_tensors)."""
+        out = {"feats": self.feats.numpy().astype(dtype)}
+        for name, t in zip(input_names()[1:], padded_tensors(self.maps)):
+            out[name] = t.numpy()
+        return out
+
+
+def prepare_inputs(
+    config: ModelConfig, points: np.ndarray | torch.Tensor, voxel_size: float | None = None
+) -> PreparedInputs:
+    """Voxelize ``points`` [P, 3+F] and build the kernel maps the model needs."""
+    from clip2scene_ros.models import feature_column
+
+    pts = torch.as_tensor(np.asarray(points, dtype=np.float32))
+    cols = [feature_column(f) for f in config.in_features]
+    if pts.ndim != 2 or pts.shape[1] < max(cols) + 1:
+        raise ValueError(
+            f"points must have shape [P, {max(cols) + 1}+] (model reads {config.in_features}), "
+            f"got {tuple(pts.shape)}"
+        )
+    vox = voxelize(pts, config.voxel_size if voxel_size is None else voxel_size)
+    if len(vox) == 0:
+        return PreparedInputs(None, None, np.full(len(pts), -1, dtype=np.int64), 0)
+    maps = MinkUNet.build_maps_for(config, vox.coords)
+    feats = vox.feats.index_select(0, maps.input_order)[:, cols].contiguous()
+    p2v = vox.point_to_voxel
+    rows = torch.where(p2v >= 0, maps.input_rank[p2v.clamp(min=0)], torch.full_like(p2v, -1))
+    return PreparedInputs(feats, maps, rows.numpy(), len(vox))
+
+
+def gather_points(
+    voxel_outputs: dict[str, np.ndarray], point_rows: np.ndarray, embed_dim: int
+) -> dict[str, np.ndarray]:
+    """Per-voxel outputs -> per-point float32 arrays (zeros for dropped points)."""
+    valid = point_rows >= 0
+    out = {}
+    for h, v in voxel_outputs.items():
+        res = np.zeros((len(point_rows), embed_dim), dtype=np.float32)
+        res[valid] = v[point_rows[valid]]
+        out[h] = res
+    return out
+
+
+def example_points(num_points: int | None = None, seed: int = 0) -> np.ndarray:
+    """A LiDAR-like cloud for tracing and checks (32 beams)."""
+    pts = lidar_like_scene(seed, beams=32, azimuth_steps=1080)
+    if num_points is not None:
+        pts = pts[np.random.default_rng(seed).permutation(len(pts))[:num_points]]
+    return pts
+
+
+def export_onnx(
+    model: MinkUNet,
+    path: str | Path,
+    example: np.ndarray | None = None,
+    opset: int = OPSET,
+) -> Path:
+    """Write ``path`` (ONNX, BatchNorm folded, fp32) and ``path.json`` (sidecar); returns ``path``."""
+    if model.config.stem_kernel != 3:
+        raise ValueError(
+            f"ONNX export needs stem_kernel 3 (one map per level); this model uses {model.config.stem_kernel}"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = copy.deepcopy(model).float().cpu().eval()
+    if not m.bn_folded:
+        m.fold_bn()
+    prepared = prepare_inputs(m.config, example_points() if example is None else example)
+    if prepared.num_voxels == 0:
+        raise ValueError("the example cloud for export has no valid points")
+    names = input_names()
+    feeds = prepared.feeds()
+    args = tuple(torch.from_numpy(feeds[n]) for n in names)
+    heads = list(m.config.heads)
+    with warnings.catch_warnings(), _without_jit_lint():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            ExportModule(m),
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=names,
+            output_names=heads,
+            dynamic_axes=dynamic_axes(heads),
+            do_constant_folding=True,
+        )
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "config": m.config.to_dict(),
+        "inputs": names,
+        "outputs": heads,
+        "opset": opset,
+        "sha256": file_sha256(path),
+    }
+    Path(str(path) + ".json").write_text(json.dumps(sidecar, indent=2))
+    return path
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_sidecar(onnx_path: str | Path) -> dict:
+    side = Path(str(onnx_path) + ".json")
+    if not side.is_file():
+        raise FileNotFoundError(f"{side} is missing: re-export with `clip2scene export` (it writes both files)")
+    meta = json.loads(side.read_text())
+    if meta.get("format") != SIDECAR_FORMAT:
+        raise ValueError(f"{side}: unsupported format {meta.get('format')!r}")
+    return meta
+
+
+def graph_ops(onnx_path: str | Path) -> set[str]:
+    """Operator types used anywhere in the graph (including subgraphs)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    ops: set[str] = set()
+
+    def walk(graph) -> None:  # noqa: ANN001
+        for node in graph.node:
+            ops.add(node.op_type)
+            for attr in node.attribute:
+                if attr.g is not None and attr.g.node:
+                    walk(attr.g)
+
+    walk(model.graph)
+    return ops
