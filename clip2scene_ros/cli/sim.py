@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keyframe-every", type=int, default=2, help="nuScenes: a key frame every N frames")
     p.add_argument("--lead-in", type=int, default=2, help="nuScenes: sweeps before the first key frame")
     p.add_argument("--version", default="v1.0-trainval", help="nuScenes version folder name (v1.0-*)")
+    p.add_argument("--preview", metavar="PNG", help="also save a contact sheet of the first seed's first frame")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -79,10 +80,16 @@ def run(args: argparse.Namespace) -> int:
             args.format, args.out, cfg, seeds, args.frames, keyframe_every=args.keyframe_every,
             lead_in=args.lead_in, version=args.version, progress=not args.no_progress,
         )  # fmt: skip
+        dt = time.perf_counter() - t0
+        if args.preview:
+            from clip2scene_ros.sim import generate_sequence
+            from clip2scene_ros.sim.preview import save_contact_sheet
+
+            frame = next(generate_sequence(cfg, seeds[0], 1, cameras=True))
+            log.info("preview: %s", save_contact_sheet(frame, args.preview))
     except (SimConfigError, ValueError, FileExistsError, FileNotFoundError) as e:
         log.error("%s", e)
         return 2
-    dt = time.perf_counter() - t0
     summary = {"format": args.format, "out": str(out), "seeds": seeds, "frames_per_scene": args.frames,
                "seconds": round(dt, 2)}  # fmt: skip
     print(json.dumps(summary))

@@ -58,11 +58,15 @@ def test_cli_sim_writes_semantickitti(tmp_path, capsys, o3d_available):
     from clip2scene_ros.cli.main import main
 
     rc = main(["sim", "--out", str(tmp_path), "--format", "semantickitti", "--seed", "4", "--frames", "2",
-               "--width", "64", "--height", "48", "--no-progress"])  # fmt: skip
+               "--width", "64", "--height", "48", "--no-progress", "--preview", str(tmp_path / "p.png")])  # fmt: skip
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["seeds"] == [4] and summary["format"] == "semantickitti"
     assert len(list((tmp_path / "sequences" / "04" / "velodyne").glob("*.bin"))) == 2
+    import cv2
+
+    sheet = cv2.imread(str(tmp_path / "p.png"))
+    assert sheet is not None and sheet.shape[0] > 400 and sheet.std() > 10
 
 
 def test_cli_sim_bad_override_fails_cleanly(tmp_path, caplog):
