@@ -68,6 +68,12 @@ class CameraSpec:
     yaw_deg: float
     hfov_deg: float
     pitch_deg: float = 0.0  # positive looks down
+    # Explicit intrinsics as fractions of the image size (resolution-independent); 0 = derive
+    # from hfov_deg (square pixels, principal point at the image centre).
+    fx_frac: float = 0.0  # fx / width
+    fy_frac: float = 0.0  # fy / width (same scale as fx, so square pixels when equal)
+    cx_frac: float = 0.0  # cx / width
+    cy_frac: float = 0.0  # cy / height
 
 
 @dataclass
@@ -255,7 +261,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         kwargs["translation"] = tuple(float(v) for v in data["translation"])
         if len(kwargs["translation"]) != 3:
             raise SimConfigError(f"{where}.translation: expected [x, y, z]")
-        for key in ("yaw_deg", "hfov_deg", "pitch_deg"):
+        for key in ("yaw_deg", "hfov_deg", "pitch_deg", "fx_frac", "fy_frac", "cx_frac", "cy_frac"):
             if key in data:
                 kwargs[key] = float(data[key])
         kwargs["name"] = str(data["name"])

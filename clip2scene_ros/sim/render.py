@@ -73,8 +73,11 @@ class CameraModel:
 
     @staticmethod
     def from_spec(spec: CameraSpec, width: int, height: int) -> CameraModel:
-        fx = (width / 2.0) / math.tan(math.radians(spec.hfov_deg) / 2.0)
-        K = np.array([[fx, 0.0, (width - 1) / 2.0], [0.0, fx, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
+        fx = spec.fx_frac * width if spec.fx_frac > 0 else (width / 2.0) / math.tan(math.radians(spec.hfov_deg) / 2.0)
+        fy = spec.fy_frac * width if spec.fy_frac > 0 else fx
+        cx = spec.cx_frac * width if spec.cx_frac > 0 else (width - 1) / 2.0
+        cy = spec.cy_frac * height if spec.cy_frac > 0 else (height - 1) / 2.0
+        K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
         c2e = (
             translation(*spec.translation)
             @ rot_z(math.radians(spec.yaw_deg))
@@ -82,7 +85,7 @@ class CameraModel:
             @ _OPTICAL
         )
         jj, ii = np.meshgrid(np.arange(width), np.arange(height))
-        d = np.stack([(jj - K[0, 2]) / fx, (ii - K[1, 2]) / fx, np.ones_like(jj, dtype=np.float64)], -1)
+        d = np.stack([(jj - cx) / fx, (ii - cy) / fy, np.ones_like(jj, dtype=np.float64)], -1)
         return CameraModel(spec.name, width, height, K, c2e, d.reshape(-1, 3).astype(np.float32))
 
 

@@ -70,9 +70,20 @@ def test_range_noise_and_dropout_are_applied(small_config):
     assert 0.02 < np.std(ego[:, 0] - 15.0) < 0.2
 
 
-def test_box_corners_project_onto_rendered_pixels(small_config):
+CUSTOM_RIG = [
+    {"name": "cam_a", "translation": [1.5, 0.2, 1.4], "yaw_deg": 20, "hfov_deg": 70, "pitch_deg": 12,
+     "fx_frac": 0.7, "fy_frac": 0.65, "cx_frac": 0.45, "cy_frac": 0.55},
+    {"name": "cam_b", "translation": [-0.5, -0.4, 2.0], "yaw_deg": -150, "hfov_deg": 100, "pitch_deg": -5},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("rig", ["nuscenes", "custom"])
+def test_box_corners_project_onto_rendered_pixels(small_config, rig):
     """Each camera sees a rotated box; its projected corners bound the rendered silhouette."""
-    cfg = small_config.with_overrides(**{"cameras.width": 320, "cameras.height": 180})
+    over = {"cameras.width": 320, "cameras.height": 180}
+    if rig == "custom":
+        over.update({"cameras.rig": CUSTOM_RIG, "cameras.names": ["cam_a", "cam_b"]})
+    cfg = small_config.with_overrides(**over)
     from clip2scene_ros.sim.render import Renderer
 
     cams = Renderer(cfg).cameras
