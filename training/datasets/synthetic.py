@@ -40,6 +40,7 @@ class SyntheticDataset(PointCloudDataset):
         pairing: PairingConfig | None = None,
         cache_dir: str | Path | None = None,
         progress: bool = False,
+        render_cameras: bool = True,
     ):
         super().__init__(pairing, num_sweeps)
         from clip2scene_ros.sim import SimConfig
@@ -59,6 +60,7 @@ class SyntheticDataset(PointCloudDataset):
         self.index = [(s, self.first_key + k * key_every) for s in self.seeds for k in range(key_frames_per_scene)]
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.progress = progress
+        self.render_cameras = render_cameras  # False: LiDAR and labels only (supervised fine-tuning)
         self._frames: dict[int, dict[int, object]] = {}
 
     def __len__(self) -> int:
@@ -85,7 +87,9 @@ class SyntheticDataset(PointCloudDataset):
             if f.index in needed_sweeps and f.index not in needed:
                 frames[f.index] = f
         for k in sorted(needed):
-            frames[k] = next(iter(generate_sequence(self.config, seed, 1, cameras=True, start_frame=k, world=world)))
+            frames[k] = next(
+                iter(generate_sequence(self.config, seed, 1, cameras=self.render_cameras, start_frame=k, world=world))
+            )
         self._frames[seed] = frames
         return frames
 
