@@ -18,7 +18,7 @@ from clip2scene_ros.sim.config import (
     SimConfigError,
 )
 from clip2scene_ros.sim.frame import CameraImage, Frame
-from clip2scene_ros.sim.generate import generate_sequence, sequence_start_ns
+from clip2scene_ros.sim.generate import canonical_world, generate_sequence, sequence_start_ns
 from clip2scene_ros.sim.taxonomy import CLASS_NAMES, NUM_CLASSES
 from clip2scene_ros.sim.world import World, assemble_world, build_world
 
@@ -36,6 +36,7 @@ __all__ = [
     "World",
     "assemble_world",
     "build_world",
+    "canonical_world",
     "generate_sequence",
     "sequence_start_ns",
 ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -14,6 +17,28 @@ from clip2scene_ros.sim.world import World, build_world
 # Time stamps: each seed's drive starts at its own epoch, within ROS's int32 seconds.
 _EPOCH_S = 1_600_000_000
 _SEED_SPACING_S = 1000
+
+
+_WORLDS: OrderedDict[tuple, World] = OrderedDict()
+_WORLD_CACHE_SIZE = 4
+
+
+def canonical_world(config: SimConfig, seed: int) -> World:
+    """The street of ``seed`` as ``generate_sequence`` and the writers build it (a few cached).
+
+    It depends on ``config.scene`` and ``seed`` only; pass it as ``world=`` to render frames out of
+    order cheaply. (A world built with another ``duration_s`` is a different street.)
+    """
+    key = (int(seed), json.dumps(dataclasses.asdict(config.scene), sort_keys=True))
+    world = _WORLDS.get(key)
+    if world is None:
+        world = build_world(config, seed, duration_s=config.scene.duration_s)
+        _WORLDS[key] = world
+        while len(_WORLDS) > _WORLD_CACHE_SIZE:
+            _WORLDS.popitem(last=False)
+    else:
+        _WORLDS.move_to_end(key)
+    return world
 
 
 def sequence_start_ns(seed: int) -> int:
@@ -51,7 +76,7 @@ def generate_sequence(
                 f"more than scene.duration_s={config.scene.duration_s}; raise scene.duration_s "
                 "(e.g. --set scene.duration_s=60)"
             )
-        world = build_world(config, seed, duration_s=config.scene.duration_s)
+        world = canonical_world(config, seed)
     renderer = Renderer(config)
     t0 = sequence_start_ns(seed)
     for i in range(start_frame, start_frame + num_frames):
