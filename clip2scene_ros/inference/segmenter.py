@@ -109,9 +109,7 @@ def palette(n: int) -> np.ndarray:
         else:  # golden-ratio hue walk for large vocabularies
             h = ((i * 0.618034) % 1.0) * 6
             x = int(255 * (1 - abs(h % 2 - 1)))
-            out[i] = [(255, x, 0), (x, 255, 0), (0, 255, x), (0, x, 255), (x, 0, 255), (255, 0, x)][
-                int(h) % 6
-            ]
+            out[i] = [(255, x, 0), (x, 255, 0), (0, 255, x), (0, x, 255), (x, 0, 255), (255, 0, x)][int(h) % 6]
     return out
 
 
@@ -131,8 +129,8 @@ class CameraInput:
 @dataclass
 class SegmentResult:
     labels: np.ndarray  # uint16 [P]; 0 for invalid / out-of-range / not processed points
-    scores: np.ndarray  # float32 [P]; softmax probability of the label, 0 where label is 0
-    features: np.ndarray  # float32 [K, D] L2-normalised features of the processed points
+    scores: np.ndarray  # float32 [P]; cosine similarity of the point to its class, 0 where label is 0
+    features: np.ndarray  # float32 [K, D] features of the processed points (not normalised)
     indices: np.ndarray  # int64 [K] indices (into the input) of the processed points
     num_points: int
     num_invalid: int = 0  # NaN/Inf coordinates
@@ -140,13 +138,19 @@ class SegmentResult:
     num_skipped: int = 0  # valid points left out because the cloud exceeded max_points
     num_fused: int = 0  # points that received camera features
     timings_ms: dict[str, float] = field(default_factory=dict)
+    inv_norm: np.ndarray | None = None  # float32 [K] 1 / |feature| (None: features are unit length)
 
     def similarity(self, text_embedding: np.ndarray) -> np.ndarray:
         """float32 [P] cosine similarity per point; -1 for points that were not processed."""
         out = np.full(self.num_points, -1.0, dtype=np.float32)
         if self.indices.size:
-            out[self.indices] = self.features @ text_embedding.astype(np.float32)
+            sim = self.features @ text_embedding.astype(np.float32)
+            out[self.indices] = sim if self.inv_norm is None else sim * self.inv_norm
         return out
+
+    def unit_features(self) -> np.ndarray:
+        """[K, D] L2-normalised features."""
+        return self.features if self.inv_norm is None else self.features * self.inv_norm[:, None]
 
 
 @dataclass
@@ -158,7 +162,6 @@ class SegmenterConfig:
     device: str = "cpu"
     precision: str = "fp32"
     head: str = "global"
-    temperature: float = 0.01  # softmax temperature of the cosine logits (CLIP's 1/100)
     max_points: int = 300_000
     range_min: float = 0.0
     range_max: float = 0.0  # 0 = unlimited
@@ -176,8 +179,6 @@ class SegmenterConfig:
             errors.append(f"backend '{self.backend}' is not one of torch, onnxruntime, tensorrt")
         if self.precision not in ("fp32", "bf16", "fp16"):
             errors.append(f"precision '{self.precision}' is not one of fp32, bf16, fp16")
-        if not self.temperature > 0:
-            errors.append(f"temperature must be > 0, got {self.temperature}")
         if self.max_points < 1:
             errors.append(f"max_points must be >= 1, got {self.max_points}")
         if self.range_min < 0 or self.range_max < 0 or (self.range_max and self.range_max <= self.range_min):
@@ -206,7 +207,6 @@ class Segmenter:
         vocabulary: Vocabulary | str | Sequence[str] = "synthetic",
         *,
         head: str = "global",
-        temperature: float = 0.01,
         max_points: int = 300_000,
         range_min: float = 0.0,
         range_max: float = 0.0,
@@ -219,13 +219,10 @@ class Segmenter:
         self.backend = backend
         self._encode_text = encode_text
         self.head = head
-        self.temperature = float(temperature)
         self.max_points = int(max_points)
         self.range_min, self.range_max = float(range_min), float(range_max)
         self.feature_fields = tuple(
-            feature_fields
-            if feature_fields is not None
-            else getattr(backend, "feature_names", ("intensity",))
+            feature_fields if feature_fields is not None else getattr(backend, "feature_names", ("intensity",))
         )
         self.dense_features = dense_features
         self.fusion_weight = float(fusion_weight)
@@ -264,7 +261,6 @@ class Segmenter:
             encode_text,
             cfg.vocabulary,
             head=cfg.head,
-            temperature=cfg.temperature,
             max_points=cfg.max_points,
             range_min=cfg.range_min,
             range_max=cfg.range_max,
@@ -299,6 +295,7 @@ class Segmenter:
             rows.append(v / max(np.linalg.norm(v), 1e-12))
             start += len(c.names)
         self.text_embeddings = np.stack(rows).astype(np.float32)
+        self._text_t = np.ascontiguousarray(self.text_embeddings.T)  # [D, C] for the per-frame matmul
         self.label_ids = np.array([c.id for c in vocab.classes], dtype=np.uint16)
         self.vocabulary = vocab
         self.vocabulary_encodings += 1
@@ -381,15 +378,28 @@ class Segmenter:
             feats, num_fused = self._fuse(sub[:, :3], feats, cameras)
             timings["fusion"] = (time.perf_counter() - t2) * 1e3
         t3 = time.perf_counter()
-        logits = feats @ self.text_embeddings.T
+        # Cosine logits without normalising the [K, D] features: the argmax ignores the (positive)
+        # per-point norm; only the winner's logit is divided by it (score = its cosine similarity,
+        # as the teacher's own predictions report).
+        logits = feats @ self._text_t
+        inv_norm = 1.0 / np.sqrt(np.maximum(np.einsum("ij,ij->i", feats, feats), 1e-24, dtype=np.float32))
         best = logits.argmax(axis=1)
-        # softmax probability of the winner, computed stably without the full exp matrix copy
-        z = (logits - logits[np.arange(len(best)), best][:, None]) / self.temperature
-        prob = 1.0 / np.exp(z).sum(axis=1)
         labels[idx] = self.label_ids[best]
-        scores[idx] = prob.astype(np.float32)
+        scores[idx] = np.take_along_axis(logits, best[:, None], axis=1)[:, 0] * inv_norm
         timings["classify"] = (time.perf_counter() - t3) * 1e3
-        return SegmentResult(labels, scores, feats, idx, P, num_invalid, num_oor, skipped, num_fused, timings)
+        return SegmentResult(
+            labels,
+            scores,
+            feats,
+            idx,
+            P,
+            num_invalid,
+            num_oor,
+            skipped,
+            num_fused,
+            timings,
+            inv_norm.astype(np.float32),
+        )
 
     def _head_features(self, out: dict, n: int) -> np.ndarray:
         if self.head not in out:
@@ -401,12 +411,11 @@ class Segmenter:
                 f"head '{self.head}' gives features of shape {tuple(f.shape)} but the text encoder gives "
                 f"{D}-d embeddings for {n} points: the checkpoint and the teacher do not belong together"
             )
-        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+        return f
 
-    def _fuse(
-        self, xyz: np.ndarray, feats: np.ndarray, cameras: Sequence[CameraInput]
-    ) -> tuple[np.ndarray, int]:
+    def _fuse(self, xyz: np.ndarray, feats: np.ndarray, cameras: Sequence[CameraInput]) -> tuple[np.ndarray, int]:
         """Ensemble each point's 3D feature with the teacher's pixel feature where a camera sees it."""
+        feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
         acc = np.zeros_like(feats)
         hits = np.zeros(len(feats), dtype=np.int32)
         for cam in cameras:
@@ -415,9 +424,7 @@ class Segmenter:
                 continue
             dense = np.asarray(self.dense_features(cam.image[None]))[0]  # [D, h, w]
             if dense.shape[0] != feats.shape[1]:
-                raise ValueError(
-                    f"teacher dense features are {dense.shape[0]}-d, the model's {feats.shape[1]}-d"
-                )
+                raise ValueError(f"teacher dense features are {dense.shape[0]}-d, the model's {feats.shape[1]}-d")
             H, W = cam.image.shape[:2]
             h, w = dense.shape[1:]
             cols = np.clip((uv[seen, 0] * w / W).astype(np.int64), 0, w - 1)

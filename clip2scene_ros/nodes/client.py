@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -233,3 +234,34 @@ class SegmentClient:
         self._spinner.join(5)
         self._executor.shutdown()
         self.node.destroy_node()
+
+
+def make_test_models(root: str | Path, student: str = "minkunet18_tiny") -> dict[str, str]:
+    """Real models for tests and benchmarks when the shipped ones are missing.
+
+    Teacher: the shipped default if present (returned as ""), else the tiny teacher architecture
+    with random weights saved as a teacher directory. Student: a random-weight ``student`` model
+    whose embedding size matches the teacher, saved with ``save_checkpoint``.
+    """
+    from safetensors.torch import save_file
+
+    from clip2scene_ros.models import create_model, save_checkpoint
+    from clip2scene_ros.teacher import create_teacher
+    from clip2scene_ros.teacher.loading import ASSET_DIR, CONFIG_FILENAME
+
+    root = Path(root)
+    if (ASSET_DIR / CONFIG_FILENAME).is_file():
+        teacher_spec, teacher = "", create_teacher("default")
+    else:
+        cfg_path = Path(__file__).resolve().parent.parent / "teacher" / "model_configs" / "c2s-tiny-vit-p16.json"
+        teacher = create_teacher(str(cfg_path), random_init=True)
+        dest = root / "teacher"
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / CONFIG_FILENAME).write_text(json.dumps({"model_cfg": json.loads(cfg_path.read_text())}))
+        save_file({k: v.detach().clone().contiguous() for k, v in teacher.model.state_dict().items()},
+                  str(dest / "model.safetensors"))  # fmt: skip
+        teacher_spec = str(dest)
+    dim = int(teacher.encode_text(["x"]).shape[1])
+    ckpt = root / "student"
+    save_checkpoint(ckpt, create_model(student, embed_dim=dim))
+    return {"teacher": teacher_spec, "checkpoint": str(ckpt)}

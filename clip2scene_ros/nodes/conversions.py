@@ -108,16 +108,25 @@ def labelled_cloud(msg: PointCloud2, labels: np.ndarray, scores: np.ndarray, rgb
     base = in_step + (-in_step) % 4  # keep the appended floats 4-byte aligned
     out_step = base + 12  # label u2, 2 bytes padding, score f4, rgb f4
     offsets = {"label": base, "score": base + 4, "rgb": base + 8}
-    raw = np.zeros((n, out_step), dtype=np.uint8)
+    raw = np.empty((n, out_step), dtype=np.uint8)
     if n:
         src = np.frombuffer(msg.data, dtype=np.uint8)
         row_bytes = msg.width * in_step
         if msg.height > 1 and msg.row_step != row_bytes:
             src = src[: msg.row_step * msg.height].reshape(msg.height, msg.row_step)[:, :row_bytes]
         raw[:, :in_step] = src[: n * in_step].reshape(n, in_step)
-        raw[:, offsets["label"] : offsets["label"] + 2] = labels.astype("<u2").view(np.uint8).reshape(n, 2)
-        raw[:, offsets["score"] : offsets["score"] + 4] = scores.astype("<f4").view(np.uint8).reshape(n, 4)
-        raw[:, offsets["rgb"] : offsets["rgb"] + 4] = rgb.astype("<f4").view(np.uint8).reshape(n, 4)
+        raw[:, in_step:] = 0  # padding bytes: deterministic output
+        rec = raw.reshape(-1).view(
+            np.dtype(
+                {
+                    "names": list(offsets),
+                    "formats": ["<u2", "<f4", "<f4"],
+                    "offsets": list(offsets.values()),
+                    "itemsize": out_step,
+                }
+            )  # fmt: skip
+        )
+        rec["label"], rec["score"], rec["rgb"] = labels, scores, rgb
     out = PointCloud2()
     out.header = msg.header
     out.height, out.width = msg.height, msg.width
@@ -128,7 +137,15 @@ def labelled_cloud(msg: PointCloud2, labels: np.ndarray, scores: np.ndarray, rgb
     out.point_step = out_step
     out.row_step = out_step * msg.width
     out.is_dense = msg.is_dense
-    out.data = array.array("B", raw.tobytes())
+    out.data = _byte_array(raw)
+    return out
+
+
+def _byte_array(a: np.ndarray) -> array.array:
+    """array('B') with one copy (rclpy accepts it without its slow per-byte field check)."""
+    out = array.array("B")
+    if a.size:
+        out.frombytes(memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8)))
     return out
 
 
@@ -152,7 +169,7 @@ def array_to_cloud(header, cloud: np.ndarray, height: int = 1) -> PointCloud2:
     msg.point_step = cloud.dtype.itemsize
     msg.row_step = msg.point_step * msg.width
     msg.is_dense = bool(n) and all(np.isfinite(cloud[c]).all() for c in ("x", "y", "z") if c in cloud.dtype.names)
-    msg.data = array.array("B", np.ascontiguousarray(cloud).tobytes())
+    msg.data = _byte_array(cloud)
     return msg
 
 
@@ -220,7 +237,7 @@ def rgb_to_image(header, rgb: np.ndarray, encoding: str = "rgb8") -> Image:
     msg.encoding = encoding
     msg.is_bigendian = 0
     msg.step = msg.width * (rgb.shape[2] if rgb.ndim == 3 else 1)
-    msg.data = array.array("B", np.ascontiguousarray(rgb).tobytes())
+    msg.data = _byte_array(rgb)
     return msg
 
 

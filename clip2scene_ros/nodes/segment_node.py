@@ -90,7 +90,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "head": ("global", "model head aligned with the text space"),
     "voxel_size": (0.0, "voxel size in m; 0 = the checkpoint's"),
     "point_features": ([], "cloud fields fed to the model after x, y, z; empty = the model's"),
-    "temperature": (0.01, "softmax temperature of the cosine logits (scores)"),
+    "intensity_scale": (
+        0.00392156862745098,
+        "factor applied to the intensity field before the model (models train on 0..1: "
+        "1/255 for 0..255 sensors such as nuScenes and the synthetic world)",
+    ),
     "range_min": (0.0, "points closer than this (m) are not segmented (label 0)"),
     "range_max": (0.0, "points farther than this (m) are not segmented; 0 = unlimited"),
     "max_points": (300000, "larger clouds: a random subset is segmented, the rest gets label 0"),
@@ -109,7 +113,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 }
 _ARRAY_TYPES = {"cameras": _STR_ARRAY, "vocabulary_classes": _STR_ARRAY, "point_features": _STR_ARRAY}
 _RUNTIME_PARAMS = {
-    "vocabulary", "vocabulary_classes", "temperature", "fusion_weight", "sync.tolerance", "camera_timeout",
+    "vocabulary", "vocabulary_classes", "fusion_weight", "sync.tolerance", "camera_timeout",
     "max_text_length", "query.max_results", "query.instances", "query.cluster_radius",
     "query.min_cluster_points", "max_latency_ms", "warn_throttle",
 }  # fmt: skip
@@ -270,7 +274,7 @@ class SegmentNode(Node):
         for name in ("qos.depth", "queue_size", "max_points", "max_text_length", "query.max_results"):
             if p[name] < 1:
                 errors.append(f"{name}={p[name]} must be >= 1")
-        for name in ("camera_timeout", "diagnostics_period", "temperature", "query.cluster_radius"):
+        for name in ("camera_timeout", "diagnostics_period", "query.cluster_radius"):
             if not p[name] > 0:
                 errors.append(f"{name}={p[name]} must be > 0")
         if p["sync.tolerance"] < 0:
@@ -320,7 +324,6 @@ class SegmentNode(Node):
             device=p["device"],
             precision=p["precision"],
             head=p["head"],
-            temperature=p["temperature"],
             max_points=p["max_points"],
             range_min=p["range_min"],
             range_max=p["range_max"],
@@ -352,8 +355,6 @@ class SegmentNode(Node):
             except (ValueError, FileNotFoundError) as e:
                 return SetParametersResult(successful=False, reason=f"vocabulary: {e}")
             self._pending_vocab = vocab  # re-encoded once, by the worker
-        if not new["temperature"] > 0:
-            return SetParametersResult(successful=False, reason="temperature must be > 0")
         for k, v in updates.items():
             if isinstance(k, tuple):
                 if v is None:
@@ -362,7 +363,6 @@ class SegmentNode(Node):
                     self._extrinsics[k[1]] = v
             else:
                 self.p[k] = v
-        self.segmenter.temperature = float(self.p["temperature"])
         self.segmenter.fusion_weight = float(self.p["fusion_weight"])
         self.sync.tolerance_ns = int(self.p["sync.tolerance"] * 1e9)
         return SetParametersResult(successful=True)
@@ -519,6 +519,8 @@ class SegmentNode(Node):
         except ValueError as e:
             self._warn(f"cloud on {self.p['input_topic']} skipped: {e}", throttle=True)
             return None
+        if points is not None and self.p["intensity_scale"] != 1.0 and "intensity" in self.segmenter.feature_fields:
+            points[:, 3 + self.segmenter.feature_fields.index("intensity")] *= self.p["intensity_scale"]
         if cloud.size == 0:
             self._warn(f"empty cloud on {self.p['input_topic']}; publishing an empty labelled cloud", throttle=True)
             if "x" not in (cloud.dtype.names or ()):
@@ -545,8 +547,7 @@ class SegmentNode(Node):
                 f"{result.num_invalid} of {result.num_points} points have NaN/Inf coordinates; they get label 0",
                 throttle=True,
             )
-        colors = self._palette[result.labels]
-        out = conv.labelled_cloud(msg, result.labels, result.scores, conv.pack_rgb(colors))
+        out = conv.labelled_cloud(msg, result.labels, result.scores, self._packed_palette[result.labels])
         t_post = time.perf_counter()
         self.pub_labels.publish(out)
         t_pub = time.perf_counter()
@@ -562,6 +563,14 @@ class SegmentNode(Node):
         overhead = (t_pub - t0) * 1e3 - inference - result.timings_ms.get("fusion", 0.0)
         self._stats.add("overhead", overhead)
         self._stats.add("processing", (t_pub - t0) * 1e3)
+        # per-stage figures (debug log, /diagnostics, benchmark)
+        self._stats.add("stage.decode", (t_conv - t0) * 1e3)
+        self._stats.add("stage.sync", (t_sync - t_conv) * 1e3)
+        for k, v in result.timings_ms.items():
+            self._stats.add(f"stage.{k}", v)
+        self._stats.add("stage.build_output", (t_post - t_seg) * 1e3)
+        self._stats.add("stage.publish", (t_pub - t_post) * 1e3)
+        self._stats.add("overhead_without_classifier", overhead - result.timings_ms.get("classify", 0.0))
         self.get_logger().debug(
             f"frame {self._frames_done}: {result.num_points} pts, cameras={len(cameras)} | convert "
             f"{(t_conv - t0) * 1e3:.2f} ms, sync {(t_sync - t_conv) * 1e3:.2f} ms, "
@@ -612,6 +621,7 @@ class SegmentNode(Node):
     def _publish_legend(self) -> None:
         vocab = self.segmenter.vocabulary
         self._palette = palette(int(self.segmenter.label_ids.max()) if len(vocab.classes) else 0)
+        self._packed_palette = conv.pack_rgb(self._palette)  # label -> packed rgb in one gather
         legend = {
             "vocabulary": vocab.name,
             "unlabelled": {"id": 0, "color": self._palette[0].tolist()},
@@ -762,7 +772,7 @@ class SegmentNode(Node):
     def stats(self) -> dict[str, float]:
         """Latency/overhead percentiles and counters (used by the benchmark)."""
         out = {"frames_out": self._frames_done, "drops": self._queue.dropped}
-        for name in ("latency", "overhead", "processing", "age"):
+        for name in self._stats.values:
             out[f"{name}_ms_p50"] = self._stats.percentile(name, 50)
             out[f"{name}_ms_p95"] = self._stats.percentile(name, 95)
         return out

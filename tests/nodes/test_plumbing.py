@@ -274,3 +274,11 @@ def test_cli_segment_builds_ros_arguments():
     ros = segment.ros_arguments(args)
     assert ros[:2] == ["--ros-args", "--params-file"] and ros[2].endswith("segment.yaml")
     assert "backend:=onnxruntime" in ros and "fusion:=true" in ros and "__ns:=/robot1" in ros
+
+
+def test_empty_and_padded_clouds_convert():
+    from clip2scene_ros.nodes import conversions as conv
+
+    msg, _ = _cloud(0)
+    out = conv.labelled_cloud(msg, np.zeros(0, np.uint16), np.zeros(0, np.float32), np.zeros(0, np.float32))
+    assert out.width == 0 and len(out.data) == 0 and "label" in [f.name for f in out.fields]

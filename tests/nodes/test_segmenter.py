@@ -1,0 +1,137 @@
+"""The ROS-free Segmenter on real (tiny, random-weight) models: shapes, invalid points, vocabulary,
+queries, camera fusion, and the start-up parameter validation of segment_node."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from clip2scene_ros.inference.segmenter import CameraInput, Segmenter, SegmenterConfig
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(1)
+    from clip2scene_ros.nodes.client import make_test_models
+
+    return make_test_models(tmp_path_factory.mktemp("segmenter_models"))
+
+
+@pytest.fixture(scope="module")
+def segmenter(models) -> Segmenter:
+    cfg = SegmenterConfig(checkpoint=models["checkpoint"], teacher=models["teacher"] or None, fusion=True)
+    return Segmenter.from_config(cfg)
+
+
+def _points(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    pts = np.zeros((n, 4), np.float32)
+    pts[:, :2] = rng.uniform(-15, 15, (n, 2))
+    pts[:, 2] = rng.uniform(-1.5, 1.5, n)
+    pts[:, 3] = rng.uniform(0, 1, n)
+    return pts
+
+
+def test_segment_outputs_and_invalid_points(segmenter):
+    pts = _points()
+    pts[:7, 1] = np.nan
+    segmenter.max_points = 10_000
+    r = segmenter.segment(pts)
+    assert r.labels.dtype == np.uint16 and r.scores.dtype == np.float32 and len(r.labels) == len(pts)
+    assert r.num_invalid == 7 and (r.labels[:7] == 0).all() and (r.labels[7:] >= 1).all()
+    assert r.labels.max() <= len(segmenter.vocabulary.classes)
+    assert r.features.shape == (len(pts) - 7, segmenter.text_embeddings.shape[1])
+    # the score is the cosine similarity to the chosen class, and the chosen class is the best one
+    unit = r.unit_features()
+    cos = unit @ segmenter.text_embeddings.T
+    np.testing.assert_array_equal(r.labels[r.indices], segmenter.label_ids[cos.argmax(1)])
+    np.testing.assert_allclose(r.scores[r.indices], cos.max(1), atol=1e-5)
+
+
+def test_range_and_max_points(segmenter):
+    pts = _points(4000, seed=1)
+    segmenter.range_max = 10.0
+    segmenter.max_points = 1000
+    try:
+        r = segmenter.segment(pts)
+    finally:
+        segmenter.range_max, segmenter.max_points = 0.0, 300_000
+    far = np.linalg.norm(pts[:, :3], axis=1) > 10
+    assert (r.labels[far] == 0).all() and r.num_out_of_range == int(far.sum())
+    assert int((r.labels > 0).sum()) == 1000 and r.num_skipped == int((~far).sum()) - 1000
+
+
+def test_empty_cloud(segmenter):
+    r = segmenter.segment(np.zeros((0, 4), np.float32))
+    assert r.labels.shape == (0,) and r.indices.size == 0
+
+
+def test_query_similarity_matches_features(segmenter):
+    pts = _points(500, seed=2)
+    r = segmenter.segment(pts)
+    sim = segmenter.query("a parked car", r)
+    t = segmenter.encode_text(["a parked car"])[0]
+    np.testing.assert_allclose(sim[r.indices], r.unit_features() @ t, atol=1e-5)
+    assert np.all(np.abs(sim) <= 1 + 1e-5)
+
+
+def test_vocabulary_is_encoded_once_per_change(segmenter):
+    before = segmenter.vocabulary_encodings
+    assert not segmenter.set_vocabulary("synthetic")  # unchanged: no re-encoding
+    assert segmenter.set_vocabulary(["car|sedan", "tree"])
+    assert not segmenter.set_vocabulary(["car|sedan", "tree"])
+    r = segmenter.segment(_points(300))
+    assert set(np.unique(r.labels).tolist()) <= {1, 2}
+    assert segmenter.set_vocabulary("synthetic")
+    assert segmenter.vocabulary_encodings == before + 2
+
+
+def test_camera_fusion_changes_only_seen_points(segmenter):
+    pts = _points(2000, seed=3)
+    K = np.array([[100.0, 0, 80], [0, 100, 48], [0, 0, 1]])
+    cam_from_lidar = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+    img = np.random.default_rng(0).integers(0, 255, (96, 160, 3), dtype=np.uint8)
+    plain = segmenter.segment(pts)
+    fused = segmenter.segment(pts, [CameraInput("cam_front", img, K, cam_from_lidar)])
+    from clip2scene_ros.inference.segmenter import project_points
+
+    _, seen = project_points(pts[:, :3], K, cam_from_lidar, img.shape[:2])
+    assert fused.num_fused == int(seen.sum()) > 0
+    a, b = plain.unit_features(), fused.unit_features()
+    changed = ~np.isclose(a, b, atol=1e-6).all(axis=1)
+    np.testing.assert_array_equal(changed, seen)
+
+
+def test_checkpoint_teacher_dimension_mismatch_is_explained(models, tmp_path):
+    from clip2scene_ros.models import create_model, save_checkpoint
+
+    save_checkpoint(tmp_path / "wrong", create_model("minkunet18_tiny", embed_dim=32))
+    cfg = SegmenterConfig(checkpoint=str(tmp_path / "wrong"), teacher=models["teacher"] or None)
+    with pytest.raises(ValueError, match="do not belong together"):
+        Segmenter.from_config(cfg)
+
+
+def test_config_validation_lists_every_problem(tmp_path):
+    cfg = SegmenterConfig(checkpoint=str(tmp_path / "missing"), backend="tf", range_min=5, range_max=2)
+    with pytest.raises(ValueError) as e:
+        cfg.validate()
+    msg = str(e.value)
+    assert "does not exist" in msg and "backend 'tf'" in msg and "range [5, 2]" in msg
+
+
+@pytest.mark.ros
+def test_node_rejects_bad_parameters_with_clear_messages(ros_env, tmp_path):
+    cmd = [sys.executable, "-m", "clip2scene_ros.nodes.segment_node", "--ros-args",
+           "-p", "backend:=tensorflow", "-p", "queue_size:=0", "-p", f"checkpoint:={tmp_path / 'nope'}",
+           "-p", "cameras:=[cam_front]", "-p", "camera_image_topic:=/images", "-p", "vocabulary:=klingon"]  # fmt: skip
+    out = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    err = out.stderr
+    for expected in ("backend='tensorflow' must be one of", "queue_size=0 must be >= 1", "is not a directory",
+                     "must contain '{name}'", "vocabulary: vocabulary 'klingon'"):  # fmt: skip
+        assert expected in err, err
