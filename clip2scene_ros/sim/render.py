@@ -198,12 +198,21 @@ class Renderer:
         scene.add_triangles(o3d.core.Tensor(verts), o3d.core.Tensor(tris))
         return scene
 
+    def _dir_buffer(self, n: int) -> np.ndarray:
+        buf = getattr(self, "_dir_buf", None)
+        if buf is None or len(buf) < n:
+            self._dir_buf = buf = np.empty((n, 3), np.float32)
+        return buf[:n]
+
     def _cast(self, scene, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        o3d = _o3d()
         rays = np.empty((len(dirs), 6), np.float32)
         rays[:, :3] = origins
         rays[:, 3:] = dirs
-        out = scene.cast_rays(o3d.core.Tensor(rays), nthreads=self.threads)
+        return self._cast_rays(scene, rays)
+
+    def _cast_rays(self, scene, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        o3d = _o3d()
+        out = scene.cast_rays(o3d.core.Tensor.from_numpy(rays), nthreads=self.threads)  # shares memory
         # primitive ids stay uint32 (INVALID_ID = 2**32-1 on a miss; callers mask with isfinite(t_hit))
         return out["t_hit"].numpy(), out["primitive_ids"].numpy(), out["primitive_normals"].numpy()
 
@@ -262,16 +271,16 @@ class Renderer:
             return []
         ego = world.ego_road_pose(t)
         c2r = [ego @ cam.cam_to_ego for cam in self.cameras]
-        dirs = np.concatenate([cam.directions @ m[:3, :3].T.astype(np.float32) for cam, m in zip(self.cameras, c2r)])
-        origins = np.concatenate(
-            [
-                np.broadcast_to(m[:3, 3].astype(np.float32), (len(cam.directions), 3))
-                for cam, m in zip(self.cameras, c2r)
-            ]
-        )
-        t_hit, prim, normals = self._cast(scene, origins, dirs)
-        inv_agent = self._inverse_agents(world, t)
         offsets = np.cumsum([0] + [len(c.directions) for c in self.cameras])
+        rays = np.empty((offsets[-1], 6), np.float32)  # filled in place: no concatenation copies
+        for k, (cam, m) in enumerate(zip(self.cameras, c2r)):
+            sl = slice(offsets[k], offsets[k + 1])
+            rays[sl, :3] = m[:3, 3]
+            np.matmul(cam.directions, m[:3, :3].T.astype(np.float32), out=self._dir_buffer(len(cam.directions)))
+            rays[sl, 3:] = self._dir_buf[: len(cam.directions)]
+        dirs = rays[:, 3:]
+        t_hit, prim, normals = self._cast_rays(scene, rays)
+        inv_agent = self._inverse_agents(world, t)
         th, tw, _ = self._noise_tile.shape
         noise_at = [(int(rng.integers(0, th)), int(rng.integers(0, tw))) for _ in self.cameras]
 
