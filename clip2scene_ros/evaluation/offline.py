@@ -28,6 +28,20 @@ def cloud_points(arr: np.ndarray, feature_fields: tuple[str, ...]) -> np.ndarray
     return out
 
 
+def node_intensity_scale(config: str | Path | None = None) -> float:
+    """The ``intensity_scale`` segment_node applies (from its parameter YAML), so offline matches it."""
+    import yaml
+
+    from clip2scene_ros.resources import config_path
+
+    data = yaml.safe_load(Path(config or config_path("segment.yaml")).read_text()) or {}
+    for section in data.values():
+        params = (section or {}).get("ros__parameters", {})
+        if "intensity_scale" in params:
+            return float(params["intensity_scale"])
+    return 1.0
+
+
 def mapping_for(segmenter, gt_taxonomy: str, class_map: str | None = None) -> LabelMapping:
     vocab = segmenter.vocabulary
     return resolve_label_mapping(vocab.name, [(c.id, c.name) for c in vocab.classes], gt_taxonomy, class_map)
@@ -55,8 +69,14 @@ def evaluate_bag_offline(
     gt_taxonomy: str | None = None,
     class_map: str | None = None,
     max_frames: int = 0,
+    intensity_scale: float | None = None,
 ) -> OfflineResult:
-    """mIoU of ``segmenter`` (a :class:`~clip2scene_ros.inference.segmenter.Segmenter`) on a bag's frames."""
+    """mIoU of ``segmenter`` (a :class:`~clip2scene_ros.inference.segmenter.Segmenter`) on a bag's frames.
+
+    ``intensity_scale``: as the node's parameter (None = the value in config/segment.yaml).
+    """
+    scale = node_intensity_scale() if intensity_scale is None else float(intensity_scale)
+    fields = tuple(segmenter.feature_fields)
     info = B.inspect_bag(bag)
     info.require_cloud(lidar_topic)
     if label_topic not in info.topics:
@@ -70,7 +90,9 @@ def evaluate_bag_offline(
     for _topic, msgtype, _t, raw in B.iter_raw(info.path, [lidar_topic]):
         msg = B.deserialize(raw, msgtype, store)
         stamp = B.header_stamp_ns(msg)
-        pts = cloud_points(B.cloud_array(msg), tuple(segmenter.feature_fields))
+        pts = cloud_points(B.cloud_array(msg), fields)
+        if scale != 1.0 and "intensity" in fields:
+            pts[:, 3 + fields.index("intensity")] *= scale
         result = segmenter.segment(pts)
         labels[stamp] = result.labels
         if stamp in gt:

@@ -234,8 +234,8 @@ def _wait(pred, timeout: float, what: str, proc=None) -> None:
 
 
 def _drain(count, target: int, timeout: float, proc, idle: float = 3.0) -> None:
-    """Wait for the outputs still in flight: until all arrived, nothing came for ``idle`` s, or timeout."""
-    end = time.monotonic() + timeout
+    """Wait for the outputs still in flight: until all arrived or nothing came for ``idle`` s."""
+    end = time.monotonic() + max(timeout, idle) * max(target, 1)
     last, last_change = count(), time.monotonic()
     while count() < target and time.monotonic() < end and time.monotonic() - last_change < idle:
         if proc is not None and proc.proc.poll() is not None:
@@ -366,7 +366,7 @@ def replay(opts: ReplayOptions) -> ReplayResult:
             if n_sent >= n_clouds:
                 break
         # real-time mode: give the node time to finish what is queued (lost frames stay lost)
-        _drain(lambda: len(received), n_sent, opts.frame_timeout, proc)
+        _drain(lambda: len(received), n_sent, opts.frame_timeout, proc, idle=opts.frame_timeout)
         t_end = max(received.values(), default=time.monotonic())
         if bar is not None:
             bar.close()

@@ -38,7 +38,7 @@ def node(small_models):
         proc.wait_for_log(r"listening on", STARTUP_S)
         yield {"proc": proc, "name": f"{ns}/segment_node"}
     finally:
-        code = proc.stop()
+        code = proc.stop(timeout=60.0)  # a loaded machine may still be finishing a frame
         mp.undo()
         assert code in (0, -2, 130), f"node exited with {code}:\n{proc.log()[-3000:]}"
 
@@ -58,7 +58,7 @@ def offline_segmenter(small_models):
 def _options(bag, node, **kw):
     from clip2scene_ros.replay.player import NodeOptions, ReplayOptions
 
-    return ReplayOptions(bag=bag, node=NodeOptions(connect=node["name"]), progress=False, **kw)
+    return ReplayOptions(bag=bag, node=NodeOptions(connect=node["name"]), progress=False, frame_timeout=90.0, **kw)
 
 
 def test_replay_miou_equals_offline_evaluation(node, labelled_bag, offline_segmenter, tmp_path):
@@ -96,7 +96,7 @@ def test_bag_without_labels_still_reports_latency_and_throughput(node, unlabelle
     from clip2scene_ros.cli.main import main
 
     code = main(["replay", str(unlabelled_bag), "--connect", node["name"], "--rate", "1.0",
-                 "--out", str(tmp_path / "r"), "--no-progress"])  # fmt: skip
+                 "--out", str(tmp_path / "r"), "--no-progress", "--frame-timeout", "90"])  # fmt: skip
     assert code == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["miou"] is None and line["frames_received"] == 3 and line["lost"] == 0
