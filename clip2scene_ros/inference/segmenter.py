@@ -168,6 +168,7 @@ class SegmenterConfig:
     fusion: bool = False
     fusion_weight: float = 0.5
     voxel_size: float = 0.0  # 0 = the checkpoint's own
+    threads: int = 0  # intra-op threads of the onnxruntime backend; 0 = its default
 
     def validate(self) -> None:
         errors = []
@@ -221,9 +222,7 @@ class Segmenter:
         self.head = head
         self.max_points = int(max_points)
         self.range_min, self.range_max = float(range_min), float(range_max)
-        self.feature_fields = tuple(
-            feature_fields if feature_fields is not None else getattr(backend, "feature_names", ("intensity",))
-        )
+        self.feature_fields = tuple(feature_fields if feature_fields is not None else _backend_features(backend))
         self.dense_features = dense_features
         self.fusion_weight = float(fusion_weight)
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -524,6 +523,15 @@ def _create_teacher(create_teacher, teacher: str | None, device: str):
     return create_teacher(teacher or "default", device=device)
 
 
+def _backend_features(backend: Backend) -> tuple[str, ...]:
+    """Cloud fields the model reads after x, y, z (from its config; intensity when unknown)."""
+    names = getattr(backend, "feature_names", None)
+    if names is None:
+        config = getattr(backend, "config", None)
+        names = getattr(config, "in_features", None) or ("intensity",)
+    return tuple(n for n in names if n not in ("x", "y", "z"))
+
+
 def _create_backend(cfg: SegmenterConfig) -> Backend:
     """The inference backend for the checkpoint (``inference.backends``), voxel size applied."""
     import inspect
@@ -536,6 +544,8 @@ def _create_backend(cfg: SegmenterConfig) -> Backend:
             raise
         return _TorchCheckpointBackend(ckpt, cfg.device, cfg.voxel_size or None)
     kwargs: dict = {"device": cfg.device, "precision": cfg.precision}
+    if cfg.threads > 0 and cfg.backend == "onnxruntime":
+        kwargs["threads"] = cfg.threads
     if cfg.voxel_size > 0:
         if "voxel_size" not in inspect.signature(create_backend).parameters:
             raise ValueError("this backend takes the voxel size from the checkpoint; set voxel_size to 0")

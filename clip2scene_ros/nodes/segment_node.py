@@ -101,7 +101,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "fusion": (False, "ensemble the 3D prediction with teacher features of camera-seen points"),
     "fusion_weight": (0.5, "weight of the camera feature in the fused feature"),
     "queue_size": (2, "frames waiting for inference; when full the oldest is dropped"),
-    "num_threads": (0, "torch intra-op threads; 0 = torch default"),
+    "num_threads": (0, "torch / onnxruntime intra-op threads; 0 = their default"),
     "max_text_length": (256, "longest accepted query text (characters)"),
     "query.max_results": (100000, "most indices one query returns"),
     "query.instances": (True, "group query matches into instances (centroids + box sizes)"),
@@ -330,6 +330,7 @@ class SegmentNode(Node):
             fusion=p["fusion"],
             fusion_weight=p["fusion_weight"],
             voxel_size=p["voxel_size"],
+            threads=p["num_threads"],
         )
 
     def _on_set_parameters(self, params: list) -> SetParametersResult:
