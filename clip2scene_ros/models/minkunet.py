@@ -93,8 +93,12 @@ class ConvBN(nn.Module):
         self.conv = conv
         self.bn: nn.Module = nn.BatchNorm1d(channels, momentum=momentum)
 
-    def forward(self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int, relu: bool) -> Tensor:
+    def forward(
+        self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int, relu: bool, acc_out: bool = False
+    ) -> Tensor:
         if isinstance(self.bn, nn.Identity):
+            if acc_out:
+                return self.conv(x, maps, level, relu=relu, acc_out=True)
             return self.conv(x, maps, level, relu=relu)
         y = self.bn(self.conv(x, maps, level))
         return torch.relu(y) if relu else y
@@ -139,9 +143,12 @@ class BasicBlock(nn.Module):
         self.shortcut = ConvBN(Pointwise(cin, cout), cout, momentum) if cin != cout else None
 
     def forward(self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int) -> Tensor:
-        y = self.conv2(self.conv1(x, maps, level, True), maps, level, False)
+        # reduced precision: the residual sum stays in fp32 and is rounded once, at the block output
+        y = self.conv2(self.conv1(x, maps, level, True), maps, level, False, acc_out=True)
         s = x if self.shortcut is None else self.shortcut(x, maps, level, False)
-        return torch.relu(y + s)
+        if not y.requires_grad and not torch.jit.is_tracing():
+            return y.add_(s).relu_().to(x.dtype)
+        return torch.relu(y + s).to(x.dtype)
 
 
 class MinkUNet(nn.Module):
@@ -211,6 +218,9 @@ class MinkUNet(nn.Module):
             x = torch.cat([x, skips[level]], 1)
             for b in blocks:
                 x = b(x, maps, level)
+        if x.dtype != torch.float32:  # heads in fp32: cheap, and keeps reduced-precision labels stable
+            x = x.float()
+            return {name: nn.functional.linear(x, h.weight.float(), h.bias.float()) for name, h in self.heads.items()}
         return {name: head(x) for name, head in self.heads.items()}
 
     @staticmethod

@@ -26,6 +26,12 @@ def _acc_dtype(x: Tensor) -> torch.dtype:
 
 
 def _finish(out: Tensor, bias: Tensor | None, relu: bool, dtype: torch.dtype) -> Tensor:
+    if not out.requires_grad and not is_tracing():  # inference: one pass, in place
+        if bias is not None:
+            out.add_(bias.to(out.dtype))
+        if relu:
+            out.relu_()
+        return out.to(dtype)
     if bias is not None:
         out = out + bias.to(out.dtype)
     if relu:
@@ -66,14 +72,22 @@ def _subm_padded(x: Tensor, weight: Tensor, bias: Tensor | None, m: PaddedSubm, 
 
 
 def subm_conv(
-    x: Tensor, weight: Tensor, bias: Tensor | None, m: SubmMap | PaddedSubm, relu: bool = False
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    m: SubmMap | PaddedSubm,
+    relu: bool = False,
+    acc_out: bool = False,
 ) -> Tensor:
     """Submanifold convolution (odd kernel, stride 1): ``x`` [N, C_in] in level order.
+
+    With ``acc_out`` a bf16/fp16 input returns the fp32 accumulator instead of casting back.
 
     ``m`` is a :class:`SubmMap` (exact sparse cost; eager) or a ``PaddedSubm`` (exported graphs).
     """
     if isinstance(m, PaddedSubm):
         return _subm_padded(x, weight, bias, m, relu)
+    out_dtype = _acc_dtype(x) if acc_out else x.dtype
     k, cin, cout = weight.shape
     if k != m.kernel_size**3 and m.kernel_size > 0:
         raise ValueError(f"weight has {k} offsets but the map is for kernel {m.kernel_size}")
@@ -111,12 +125,10 @@ def subm_conv(
                 break  # lengths are non-increasing
             target[:n] += ycat.index_select(0, seg)
         out = target if m.row_rank is None else out + target.index_select(0, m.row_rank)
-    return _finish(out, bias, relu, x.dtype)
+    return _finish(out, bias, relu, out_dtype)
 
 
-def down_conv(
-    x: Tensor, weight: Tensor, bias: Tensor | None, m: DownMap | PaddedDown, relu: bool = False
-) -> Tensor:
+def down_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: DownMap | PaddedDown, relu: bool = False) -> Tensor:
     """k2 s2 convolution from a fine level to the next coarser one: [N_f, C_in] -> [N_c, C_out]."""
     _, cin, cout = weight.shape
     if isinstance(m, PaddedDown):
@@ -134,9 +146,7 @@ def down_conv(
     return _finish(out, bias, relu, x.dtype)
 
 
-def up_conv(
-    x: Tensor, weight: Tensor, bias: Tensor | None, m: DownMap | PaddedDown, relu: bool = False
-) -> Tensor:
+def up_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: DownMap | PaddedDown, relu: bool = False) -> Tensor:
     """Transposed k2 s2 convolution back to the fine level the map came from (same coordinates)."""
     _, cin, cout = weight.shape
     if isinstance(m, PaddedDown):
@@ -170,8 +180,11 @@ class SubmConv3d(_SparseConvBase):
         super().__init__(in_channels, out_channels, kernel_size**3, bias)
         self.kernel_size = kernel_size
 
-    def forward(self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int, relu: bool = False) -> Tensor:
-        return subm_conv(x, self.weight, self.bias, maps.subm_map(level, self.kernel_size), relu)
+    def forward(
+        self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int, relu: bool = False, acc_out: bool = False
+    ) -> Tensor:
+        """``acc_out``: return the fp32 accumulator for bf16/fp16 input (a residual add follows)."""
+        return subm_conv(x, self.weight, self.bias, maps.subm_map(level, self.kernel_size), relu, acc_out)
 
 
 class DownConv3d(_SparseConvBase):

@@ -1,0 +1,224 @@
+"""How fast is our sparse MinkUNet on CPU against spconv, and what does bf16 cost in labels?
+
+Same MinkUNet weights on the real nuScenes keyframe (0.1 m) and the real KITTI frame (0.05 m)
+from ../shared/data/real (LiDAR-like synthetic frames of similar size when absent). Paths:
+ours eager fp32 / bf16 (1 and 2 threads), ours exported ONNX on ONNX Runtime (1 thread), spconv
+2.x CPU (1 thread: its CPU scatter-add is wrong with more threads). Each timing covers kernel-map
+building + forward from voxel features (spconv builds its maps inside its forward); voxelization
+is shared and excluded. Prints medians, ratios against spconv at 1 thread, label agreement with
+our fp32 (argmax against 16 random class embeddings), peak RSS growth per path; the last line
+is one JSON object.
+
+    .venv/bin/python benchmarks/sparse_forward.py [--model minkunet18] [--runs 5] [--frames nuscenes kitti]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "sparse"))
+
+from clip2scene_ros.inference.export import export_onnx, prepare_inputs  # noqa: E402
+from clip2scene_ros.models import create_model  # noqa: E402
+from clip2scene_ros.sparse import padded_tensors  # noqa: E402
+from clip2scene_ros.sparse.samples import lidar_like_scene, load_real_frame  # noqa: E402
+
+REAL = Path(os.environ.get("CLIP2SCENE_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
+FRAMES = {"nuscenes": 0.1, "kitti": 0.05}
+
+
+class PeakRSS:
+    """Peak resident set size growth (MB) while the block runs, sampled every 2 ms."""
+
+    def __enter__(self) -> PeakRSS:
+        self.base = self.peak = self._rss()
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _run(self) -> None:
+        while not self._stop:
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        self._stop = True
+        self._t.join()
+        self.peak = max(self.peak, self._rss())
+        self.mb = (self.peak - self.base) / 2**20  # growth over the RSS before the path ran
+
+
+def load_frame(name: str) -> tuple[np.ndarray, str]:
+    if REAL.is_dir():
+        return load_real_frame(REAL, name), "real"
+    # synthetic stand-ins of similar voxel counts
+    beams, steps = (32, 1100) if name == "nuscenes" else (64, 2000)
+    return lidar_like_scene(1, beams=beams, azimuth_steps=steps), "synthetic"
+
+
+def _release_memory() -> None:
+    """Return freed heap pages to the OS so the next path's peak RSS growth is its own."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def timed(fn, runs: int) -> tuple[float, object, float]:
+    _release_memory()
+    times = []
+    with PeakRSS() as mem:
+        out = fn()  # warm-up (inside: its allocations are this path's working set)
+        for _ in range(runs):
+            t = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000, out, mem.mb
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="minkunet18")
+    ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--frames", nargs="+", default=list(FRAMES), choices=list(FRAMES))
+    ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime path")
+    args = ap.parse_args()
+
+    import spconv_reference  # tests/sparse: the same network through spconv
+
+    torch.manual_seed(0)
+    model = create_model(args.model, width=args.width, heads=["global"], embed_dim=512).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.8, 1.2)
+    folded = create_model(model.config)
+    folded.load_state_dict(model.state_dict())
+    folded.fold_bn()
+    bf16 = create_model(model.config)
+    bf16.load_state_dict(model.state_dict())
+    bf16.fold_bn().to(torch.bfloat16)
+    classes = torch.randn(512, 16, generator=torch.Generator().manual_seed(1))
+    params = sum(p.numel() for p in model.parameters())
+
+    sess = None
+    if not args.no_onnx:
+        import onnxruntime as ort
+
+        tmp = Path(tempfile.mkdtemp())
+        t = time.perf_counter()
+        export_onnx(model, tmp / "model.onnx")
+        export_s = time.perf_counter() - t
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        t = time.perf_counter()
+        sess = ort.InferenceSession(str(tmp / "model.onnx"), so, providers=["CPUExecutionProvider"])
+        print(f"ONNX export {export_s:.1f} s, ONNX Runtime session {time.perf_counter() - t:.1f} s")
+
+    results = {}
+    for frame in args.frames:
+        pts, source = load_frame(frame)
+        vs = FRAMES[frame]
+        cfg = model.config
+        cfg.voxel_size = vs
+        prep = prepare_inputs(cfg, pts, vs)
+        coords = prep.maps.coords[0]
+        feats = prep.feats
+        n = prep.num_voxels
+        avg_nbr = (prep.maps.subm_map(0).num_pairs + n) / n
+        row = {"source": source, "points": len(pts), "voxels": n, "avg_neighbours": round(avg_nbr, 2)}
+
+        def ours(m, dtype, _c=coords, _f=feats):
+            with torch.no_grad():
+                maps = m.build_maps(_c)
+                return m(_f.to(dtype), maps)["global"].float()
+
+        def spc(_c=coords, _f=feats):
+            return spconv_reference.spconv_minkunet(model, _c, _f)["global"]
+
+        def onnx_run(_c=coords, _f=feats):
+            with torch.no_grad():
+                maps = model.build_maps(_c)
+            feeds = {"feats": _f.numpy()}
+            names = [i.name for i in sess.get_inputs()][1:]
+            feeds.update({k: v.numpy() for k, v in zip(names, padded_tensors(maps))})
+            return torch.from_numpy(sess.run(None, feeds)[0])
+
+        paths = {}
+        torch.set_num_threads(1)
+        paths["spconv_1t"] = timed(spc, args.runs)
+        paths["ours_fp32_1t"] = timed(lambda: ours(folded, torch.float32), args.runs)
+        paths["ours_bf16_1t"] = timed(lambda: ours(bf16, torch.bfloat16), args.runs)
+        if sess is not None:
+            paths["onnxruntime_1t"] = timed(onnx_run, args.runs)
+        torch.set_num_threads(2)
+        paths["ours_fp32_2t"] = timed(lambda: ours(folded, torch.float32), args.runs)
+        paths["ours_bf16_2t"] = timed(lambda: ours(bf16, torch.bfloat16), args.runs)
+        torch.set_num_threads(1)
+        t = time.perf_counter()
+        for _ in range(3):
+            model.build_maps(coords)
+        row["map_build_ms"] = round((time.perf_counter() - t) / 3 * 1000, 1)
+
+        ref = paths["ours_fp32_1t"][1]
+        ref_labels = (ref @ classes).argmax(1)
+        spconv_ms = paths["spconv_1t"][0]
+        print(
+            f"\n{frame} ({source}): {len(pts)} points, {n} voxels, {avg_nbr:.2f} neighbours/voxel, "
+            f"maps {row['map_build_ms']} ms"
+        )
+        print(f"{'path':<16}{'median ms':>11}{'vs spconv':>11}{'labels = fp32':>15}{'max |diff|':>12}{'peak MB':>9}")
+        for name, (ms, out, mb) in paths.items():
+            agree = float(((out @ classes).argmax(1) == ref_labels).float().mean())
+            diff = float((out - ref).abs().max())
+            row[name] = {
+                "ms": round(ms, 1),
+                "ratio_vs_spconv_1t": round(ms / spconv_ms, 3),
+                "label_agreement": round(agree, 5),
+                "max_abs_diff": diff,
+                "peak_rss_mb": round(mb, 1),
+            }
+            print(f"{name:<16}{ms:>11.1f}{ms / spconv_ms:>11.3f}{agree:>15.4f}{diff:>12.2e}{mb:>9.1f}")
+        best = min((v["ms"], k) for k, v in row.items() if isinstance(v, dict) and k.startswith("ours"))
+        row["best_ours"] = {"path": best[1], "ratio_vs_spconv_1t": round(best[0] / spconv_ms, 3)}
+        results[frame] = row
+
+    summary = {
+        "benchmark": "sparse_forward",
+        "model": args.model,
+        "width": args.width,
+        "params": params,
+        "runs": args.runs,
+        "torch": torch.__version__,
+        "frames": results,
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
