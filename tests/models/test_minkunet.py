@@ -148,3 +148,21 @@ def test_encode_points_batches_gathers_per_point_and_is_differentiable():
     assert empty[0]["global"].shape == (0, 8)
     with pytest.raises(ValueError, match="columns"):
         model.encode_points([torch.zeros((5, 3))])
+
+
+def test_torchsparse_spvnas_state_dict_round_trip():
+    from clip2scene_ros.models import export_torchsparse_minkunet, import_torchsparse_minkunet
+
+    src = _tiny()
+    ts = export_torchsparse_minkunet(src)
+    assert ts["stem.0.kernel"].shape == (27, 1, 8) and ts["stage1.0.net.0.kernel"].shape == (8, 8, 8)
+    assert ts["stage2.1.downsample.0.kernel"].ndim == 2 and "classifier.0.weight" in ts
+    # x-fastest order: torchsparse offset 1 is (x=0, y=-1, z=-1), ours (x slowest) is 9
+    assert torch.equal(ts["stem.0.kernel"][1], src.stem[0].conv.weight.detach()[9])
+    dst = _randomise_bn(create_model("minkunet18", width=0.25, embed_dim=16), seed=5)
+    import_torchsparse_minkunet(dst, {f"module.{k}": v for k, v in ts.items()})
+    pts = [torch.from_numpy(lidar_like_scene(8, beams=8, azimuth_steps=240))]
+    with torch.no_grad():
+        assert torch.equal(dst.encode_points(pts)[0]["global"], src.encode_points(pts)[0]["global"])
+    with pytest.raises(ValueError, match="width"):
+        import_torchsparse_minkunet(create_model("minkunet18", width=0.5, embed_dim=16), ts)
