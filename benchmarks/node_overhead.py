@@ -152,14 +152,18 @@ def main() -> int:
                          "classify": "classify (D x C text-embedding head)"}.get(k, k)  # fmt: skip
                 print(f"   {label:<44}{ov[f'stage.{k}_ms_p50']:>9.2f}{ov[f'stage.{k}_ms_p95']:>9.2f}")
         for k, label in (("overhead", "overhead = all but the forward"),
-                         ("overhead_without_classifier", "overhead without the classifier head")):  # fmt: skip
+                         ("overhead_without_classifier", "overhead without the classifier head"),
+                         ("overhead_cpu", "overhead, CPU time of the node thread"),
+                         ("overhead_cpu_without_classifier", "  CPU time without the classifier head")):  # fmt: skip
             print(f"   {label:<44}{ov[f'{k}_ms_p50']:>9.2f}{ov[f'{k}_ms_p95']:>9.2f}")
         forward = ov["stage.inference_ms_p50"]
         ratio = ov["overhead_ms_p50"] / max(forward, 1e-9)
-        print(f"   overhead / forward = {ratio:.3f}; target overhead <= 5 ms: "
-              f"{'met' if ov['overhead_ms_p50'] <= 5 else 'NOT met'} (without the classifier head: "
-              f"{'met' if ov['overhead_without_classifier_ms_p50'] <= 5 else 'NOT met'}); "
-              f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
+        print(f"   overhead / forward = {ratio:.3f}; target overhead <= 5 ms: wall "
+              f"{'met' if ov['overhead_ms_p50'] <= 5 else 'NOT met'}, CPU time "
+              f"{'met' if ov['overhead_cpu_ms_p50'] <= 5 else 'NOT met'}, CPU time without the classifier "
+              f"head {'met' if ov['overhead_cpu_without_classifier_ms_p50'] <= 5 else 'NOT met'} "
+              "(load average during the run: "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; wall time inflates with load)")  # fmt: skip
         e2e = {}
         if not args.skip_e2e:
             e2e = end_to_end(models, frames, args.frames, args.rate)
@@ -173,11 +177,15 @@ def main() -> int:
         "overhead_ms_p50": round(ov["overhead_ms_p50"], 3),
         "overhead_ms_p95": round(ov["overhead_ms_p95"], 3),
         "overhead_without_classifier_ms_p50": round(ov["overhead_without_classifier_ms_p50"], 3),
+        "overhead_cpu_ms_p50": round(ov["overhead_cpu_ms_p50"], 3),
+        "overhead_cpu_ms_p95": round(ov["overhead_cpu_ms_p95"], 3),
+        "overhead_cpu_without_classifier_ms_p50": round(ov["overhead_cpu_without_classifier_ms_p50"], 3),
         "classifier_ms_p50": round(ov["stage.classify_ms_p50"], 3),
         "forward_ms_p50": round(forward, 2),
         "load_average": round(os.getloadavg()[0], 2),
         "overhead_over_forward": round(ratio, 4),
-        "overhead_target_met": ov["overhead_ms_p50"] <= 5.0,
+        "overhead_target_met_wall": ov["overhead_ms_p50"] <= 5.0,
+        "overhead_target_met_cpu": ov["overhead_cpu_ms_p50"] <= 5.0,
         **{f"e2e_{k}": (round(v, 2) if isinstance(v, float) else v) for k, v in e2e.items()},
         "rate_hz": args.rate,
     }

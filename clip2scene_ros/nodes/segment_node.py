@@ -187,7 +187,8 @@ class SegmentNode(Node):
         self._frames_done = 0
         self._warnings = 0
         self._last_warning = ""
-        self._worker_error: str | None = None
+        self._failures = 0
+        self._failures_reported = 0
         self._started = time.monotonic()
         self._warned_features: set[str] = set()
 
@@ -347,7 +348,10 @@ class SegmentNode(Node):
                 continue
             if prm.name not in _RUNTIME_PARAMS:
                 return SetParametersResult(successful=False, reason=f"restart the node to change '{prm.name}'")
-            updates[prm.name] = prm.value
+            value = prm.value
+            if prm.name in _ARRAY_TYPES:
+                value = [v for v in (value or []) if v.strip()]
+            updates[prm.name] = value
         new = {**self.p, **{k: v for k, v in updates.items() if isinstance(k, str)}}
         vocab_spec = list(new["vocabulary_classes"]) or new["vocabulary"]
         if "vocabulary" in updates or "vocabulary_classes" in updates:
@@ -499,12 +503,13 @@ class SegmentNode(Node):
                 if frame is not None:
                     self.process(frame)
             except Exception as e:  # keep serving: one bad frame must not stop the node
+                self._failures += 1
                 self._warn(f"frame failed: {type(e).__name__}: {e}")
                 self.get_logger().debug(traceback.format_exc())
 
     def process(self, frame: Frame) -> PointCloud2 | None:
         """One cloud -> labelled cloud. Bad input is warned about and skipped."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         msg = frame.msg
         stamp = _stamp_ns(msg.header)
         if self._last_stamp_ns is not None and stamp < self._last_stamp_ns:
@@ -563,19 +568,24 @@ class SegmentNode(Node):
         inference = result.timings_ms.get("inference", 0.0)
         overhead = (t_pub - t0) * 1e3 - inference - result.timings_ms.get("fusion", 0.0)
         self._stats.add("overhead", overhead)
+        cpu = (time.thread_time() - c0) * 1e3
+        overhead_cpu = cpu - result.timings_ms.get("inference_cpu", 0.0) - result.timings_ms.get("fusion_cpu", 0.0)
+        self._stats.add("overhead_cpu", overhead_cpu)
+        self._stats.add("overhead_cpu_without_classifier", overhead_cpu - result.timings_ms.get("classify_cpu", 0.0))
         self._stats.add("processing", (t_pub - t0) * 1e3)
         # per-stage figures (debug log, /diagnostics, benchmark)
         self._stats.add("stage.decode", (t_conv - t0) * 1e3)
         self._stats.add("stage.sync", (t_sync - t_conv) * 1e3)
         for k, v in result.timings_ms.items():
-            self._stats.add(f"stage.{k}", v)
+            if not k.endswith("_cpu"):
+                self._stats.add(f"stage.{k}", v)
         self._stats.add("stage.build_output", (t_post - t_seg) * 1e3)
         self._stats.add("stage.publish", (t_pub - t_post) * 1e3)
         self._stats.add("overhead_without_classifier", overhead - result.timings_ms.get("classify", 0.0))
         self.get_logger().debug(
             f"frame {self._frames_done}: {result.num_points} pts, cameras={len(cameras)} | convert "
             f"{(t_conv - t0) * 1e3:.2f} ms, sync {(t_sync - t_conv) * 1e3:.2f} ms, "
-            + ", ".join(f"{k} {v:.2f} ms" for k, v in result.timings_ms.items())
+            + ", ".join(f"{k} {v:.2f} ms" for k, v in result.timings_ms.items() if not k.endswith("_cpu"))
             + f", postprocess {(t_post - t_seg) * 1e3:.2f} ms, publish {(t_pub - t_post) * 1e3:.2f} ms | "
             f"queue wait+total {latency:.1f} ms"
         )
@@ -707,8 +717,11 @@ class SegmentNode(Node):
     def _on_diagnostics(self) -> None:
         now = time.monotonic()
         level, problems = DiagnosticStatus.OK, []
-        if self._worker_error:
-            level, problems = DiagnosticStatus.ERROR, [self._worker_error]
+        if not self._worker.is_alive() and self._running:
+            level, problems = DiagnosticStatus.ERROR, ["inference worker stopped"]
+        if self._failures > self._failures_reported:
+            problems.append(f"{self._failures - self._failures_reported} frames failed (see log)")
+            self._failures_reported = self._failures
         silent = {}
         if self.p["cameras"] and now - self._started > self.p["camera_timeout"]:
             silent = self.sync.silent_cameras(self.p["camera_timeout"], now)
@@ -731,6 +744,7 @@ class SegmentNode(Node):
             "frames_in": str(self._cloud_rate.count),
             "frames_out": str(self._frames_done),
             "drops": str(self._queue.dropped),
+            "frames_failed": str(self._failures),
             "queue": str(len(self._queue)),
             "latency_ms_p50": f"{lat_p50:.1f}",
             "latency_ms_p95": f"{self._stats.percentile('latency', 95):.1f}",
