@@ -67,7 +67,8 @@ class TorchBackend(Backend):
     def run_voxels(self, prepared: PreparedInputs) -> dict[str, np.ndarray]:
         # the eager path uses the exact (unpadded) maps: cost follows the real neighbour count
         feats = prepared.feats.to(self.device, self.dtype)
-        out = self.model(feats, prepared.maps)
+        maps = prepared.maps if str(self.device) == "cpu" else prepared.maps.to(self.device)
+        out = self.model(feats, maps)
         return {h: v.float().cpu().numpy() for h, v in out.items()}
 
 

@@ -22,6 +22,7 @@ Layout of the maps (what the convolutions in :mod:`.ops` consume):
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
@@ -167,6 +168,23 @@ class KernelMaps:
                 f"no submanifold map for level {level}, kernel {k}; build_kernel_maps(..., "
                 f"num_levels>{level}, kernel_sizes including {k})"
             ) from None
+
+    def to(self, device: torch.device | str) -> KernelMaps:
+        """A copy on ``device`` (maps are usually built where the points are)."""
+
+        def mv(obj):  # noqa: ANN001, ANN202
+            kw = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name != "_cache"}
+            kw = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in kw.items()}
+            return type(obj)(**kw)
+
+        return KernelMaps(
+            [c.to(device) for c in self.coords],
+            self.input_order.to(device),
+            self.input_rank.to(device),
+            [{k: mv(m) for k, m in level.items()} for level in self.subm],
+            [mv(d) for d in self.down],
+            self.primary_kernel,
+        )
 
     def flat_tensors(self) -> list[Tensor]:
         """The tensors an exported graph takes (primary subm map per level, then down maps)."""

@@ -102,3 +102,9 @@ def test_maps_for_real_looking_scene_and_errors():
         build_kernel_maps(torch.tensor([[0, 10**6, 0, 0]]))
     empty = build_kernel_maps(torch.zeros((0, 4), dtype=torch.long), 3)
     assert [len(c) for c in empty.coords] == [0, 0, 0]
+
+
+def test_maps_move_between_devices_unchanged():
+    maps = build_kernel_maps(_random_coords(seed=5), 3)
+    moved = maps.to("cpu")
+    assert moved is not maps and all(torch.equal(a, b) for a, b in zip(maps.flat_tensors(), moved.flat_tensors()))
