@@ -135,3 +135,16 @@ def test_node_rejects_bad_parameters_with_clear_messages(ros_env, tmp_path):
     for expected in ("backend='tensorflow' must be one of", "queue_size=0 must be >= 1", "is not a directory",
                      "must contain '{name}'", "vocabulary: vocabulary 'klingon'"):  # fmt: skip
         assert expected in err, err
+
+
+@pytest.mark.slow
+def test_onnxruntime_backend_agrees_with_torch(models, segmenter):
+    """The `backend` parameter reaches the exported graph; labels match the eager model."""
+    cfg = SegmenterConfig(
+        checkpoint=models["checkpoint"], teacher=models["teacher"] or None, backend="onnxruntime", threads=1
+    )
+    ort_seg = Segmenter.from_config(cfg)
+    pts = _points(2000, seed=5)
+    a, b = segmenter.segment(pts), ort_seg.segment(pts)
+    assert (a.labels == b.labels).mean() > 0.99
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-3)
