@@ -48,6 +48,7 @@ from clip2scene_ros.nodes.sync import (
     LidarMasterSync,
     RateMeter,
     StaticTransformTree,
+    add_transforms,
     pose_to_matrix,
 )
 
@@ -480,10 +481,7 @@ class SegmentNode(Node):
         self._infos[cam] = msg
 
     def _on_tf_static(self, msg: Any) -> None:
-        for t in msg.transforms:
-            tr, q = t.transform.translation, t.transform.rotation
-            m = pose_to_matrix([tr.x, tr.y, tr.z, q.x, q.y, q.z, q.w])
-            self._tf.add(t.header.frame_id, t.child_frame_id, m)
+        add_transforms(self._tf, msg.transforms)
 
     # ---- worker ---------------------------------------------------------------------------------
 

@@ -262,3 +262,13 @@ class StaticTransformTree:
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._edges.values()) // 2
+
+
+def add_transforms(tree: StaticTransformTree, transforms: Iterable[Any]) -> int:
+    """Add geometry_msgs/TransformStamped-like items (a /tf_static message's ``transforms``)."""
+    n = 0
+    for t in transforms:
+        tr, q = t.transform.translation, t.transform.rotation
+        tree.add(t.header.frame_id, t.child_frame_id, pose_to_matrix([tr.x, tr.y, tr.z, q.x, q.y, q.z, q.w]))
+        n += 1
+    return n

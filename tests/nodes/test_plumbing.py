@@ -17,6 +17,7 @@ from clip2scene_ros.nodes.sync import (
     FrameQueue,
     LidarMasterSync,
     StaticTransformTree,
+    add_transforms,
     pose_to_matrix,
 )
 
@@ -282,3 +283,26 @@ def test_empty_and_padded_clouds_convert():
     msg, _ = _cloud(0)
     out = conv.labelled_cloud(msg, np.zeros(0, np.uint16), np.zeros(0, np.float32), np.zeros(0, np.float32))
     assert out.width == 0 and len(out.data) == 0 and "label" in [f.name for f in out.fields]
+
+
+def test_tf_static_transforms_feed_the_tree():
+    """What the node does with /tf_static (tf2_msgs itself is not installable here)."""
+    from geometry_msgs.msg import TransformStamped
+
+    def tf(parent, child, xyz, quat):
+        t = TransformStamped()
+        t.header.frame_id, t.child_frame_id = parent, child
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = xyz
+        r = t.transform.rotation
+        r.x, r.y, r.z, r.w = quat
+        return t
+
+    tree = StaticTransformTree()
+    s = np.sqrt(0.5)
+    n = add_transforms(tree, [tf("base_link", "lidar_top", (0.9, 0, 1.8), (0, 0, -s, s)),
+                              tf("base_link", "cam_front_optical", (1.7, 0, 1.5), (-0.5, 0.5, -0.5, 0.5))])  # fmt: skip
+    assert n == 2
+    lidar_from_cam = tree.lookup("lidar_top", "cam_front_optical")
+    # the camera looks along base +x; with the LiDAR yawed -90 deg that is LiDAR +y
+    np.testing.assert_allclose(lidar_from_cam[:3, 2], [0, 1, 0], atol=1e-9)
+    np.testing.assert_allclose(lidar_from_cam[:3, 3], [0, 0.8, -0.3], atol=1e-9)
