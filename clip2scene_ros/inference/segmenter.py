@@ -554,11 +554,21 @@ def _create_backend(cfg: SegmenterConfig) -> Backend:
     kwargs: dict = {"device": cfg.device, "precision": cfg.precision}
     if cfg.threads > 0 and cfg.backend == "onnxruntime":
         kwargs["threads"] = cfg.threads
-    if cfg.voxel_size > 0:
-        if "voxel_size" not in inspect.signature(create_backend).parameters:
-            raise ValueError("this backend takes the voxel size from the checkpoint; set voxel_size to 0")
+    takes_voxel = "voxel_size" in inspect.signature(create_backend).parameters
+    if cfg.voxel_size > 0 and takes_voxel:
         kwargs["voxel_size"] = cfg.voxel_size
-    return create_backend(cfg.backend, ckpt, **kwargs)
+    backend = create_backend(cfg.backend, ckpt, **kwargs)
+    if cfg.voxel_size > 0 and not takes_voxel:
+        import dataclasses
+
+        config = getattr(backend, "config", None)
+        if config is None or not hasattr(config, "voxel_size"):
+            raise ValueError("this backend takes the voxel size from the checkpoint; set voxel_size to 0")
+        if config.voxel_size != cfg.voxel_size:
+            # voxelization and kernel maps are built outside the network from config.voxel_size
+            log.warning("voxel_size %.3f overrides the checkpoint's %.3f", cfg.voxel_size, config.voxel_size)
+            backend.config = dataclasses.replace(config, voxel_size=cfg.voxel_size)
+    return backend
 
 
 class _TorchCheckpointBackend:

@@ -148,3 +148,11 @@ def test_onnxruntime_backend_agrees_with_torch(models, segmenter):
     a, b = segmenter.segment(pts), ort_seg.segment(pts)
     assert (a.labels == b.labels).mean() > 0.99
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-3)
+
+
+def test_voxel_size_parameter_reaches_the_backend(models):
+    cfg = SegmenterConfig(checkpoint=models["checkpoint"], teacher=models["teacher"] or None, voxel_size=0.3)
+    seg = Segmenter.from_config(cfg)
+    assert seg.backend.config.voxel_size == 0.3
+    r = seg.segment(_points(500))
+    assert (r.labels > 0).all()
