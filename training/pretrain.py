@@ -100,14 +100,16 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
 
     dataset = create_dataset(cfg.data.kind, cfg.data.pairing, **cfg.data.options)
     teacher, vocab, text = build_teacher(cfg.teacher, device)
-    targets: dict[int, SampleTargets] = {}
+    # Pairing and the frozen teacher do not depend on the augmentation: prepare each sample once
+    # (its sweeps' points and the teacher targets of their paired points) and reuse it every epoch.
+    prepared: dict[int, tuple[list[np.ndarray], SampleTargets]] = {}
 
-    def get_targets(i: int, sample) -> SampleTargets:
-        if i not in targets:
-            targets[i] = compute_targets(
-                teacher, text, sample, cfg.loss.grid_size, cfg.loss.max_per_grid, seed=cfg.seed + i
-            )
-        return targets[i]
+    def get_sample(i: int) -> tuple[list[np.ndarray], SampleTargets]:
+        if i not in prepared:
+            s = dataset[i]
+            tg = compute_targets(teacher, text, s, cfg.loss.grid_size, cfg.loss.max_per_grid, seed=cfg.seed + i)
+            prepared[i] = ([sw.points for sw in s.sweeps], tg)
+        return prepared[i]
 
     # -- model and optimizer -------------------------------------------------------------------
     overrides = {"embed_dim": teacher.embed_dim, **cfg.model_overrides}
@@ -181,15 +183,13 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
             start = (micro * dist_info.world + dist_info.rank) * cfg.batch_size
             indices = [int(i) for i in batch[start : start + cfg.batch_size]]
             clouds = []
-            samples = [dataset[i] for i in indices]
-            for i, s in zip(indices, samples, strict=True):
-                tg = get_targets(i, s)
-                for k, sweep in enumerate(s.sweeps):
-                    pts = sweep.points
+            samples = [get_sample(i) for i in indices]
+            for i, (sweeps, tg) in zip(indices, samples, strict=True):
+                for k, pts in enumerate(sweeps):
                     if cfg.augment:
                         pts = augment_points(pts, np.random.default_rng([cfg.seed, epoch, i, k]))
                     clouds.append(torch.from_numpy(np.ascontiguousarray(pts)).to(device))
-                sums["points"] += sum(len(sw.points) for sw in s.sweeps)
+                sums["points"] += sum(len(p) for p in sweeps)
                 sums["pairs"] += sum(len(t.point_index) for t in tg.sweeps)
             sync = micro == cfg.grad_accum - 1 or not dist_info.enabled
             ctx = net.no_sync() if not sync else torch.enable_grad()
@@ -197,9 +197,9 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
                 with autocast(cfg.amp, device):
                     outs = net(clouds)
                 losses, cursor = [], 0
-                for i, s in zip(indices, samples, strict=True):
-                    n = len(s.sweeps)
-                    loss_i, parts = sample_loss(outs[cursor : cursor + n], targets[i], text.to(device), cfg, self_train)
+                for sweeps, tg in samples:
+                    n = len(sweeps)
+                    loss_i, parts = sample_loss(outs[cursor : cursor + n], tg, text.to(device), cfg, self_train)
                     cursor += n
                     losses.append(loss_i)
                     for k, v in parts.items():
