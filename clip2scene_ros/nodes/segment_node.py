@@ -301,7 +301,7 @@ class SegmentNode(Node):
             errors.append(
                 f"checkpoint '{ckpt}' is not a directory"
                 + ("" if p["checkpoint"] else " (no shipped default yet)")
-                + "; pass a checkpoint directory: -p checkpoint:=/path/to/ckpt"
+                + "; pass a checkpoint directory: -p checkpoint:=/path/to/ckpt (clip2scene segment --checkpoint DIR)"
             )
         self._checkpoint = ckpt
         vocab = p["vocabulary_classes"] or p["vocabulary"]
@@ -312,7 +312,11 @@ class SegmentNode(Node):
         try:
             self._segmenter_config().validate()
         except ValueError as e:
-            errors.extend(line.strip(" -") for line in str(e).splitlines()[1:])
+            ckpt_reported = any(err.startswith("checkpoint") for err in errors)
+            for line in str(e).splitlines()[1:]:
+                line = line.strip(" -")
+                if not (ckpt_reported and line.startswith("checkpoint")):
+                    errors.append(line)
         if errors:
             raise ValueError("invalid segment_node parameters:\n  - " + "\n  - ".join(dict.fromkeys(errors)))
 
