@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--val-seeds", default=None, help="scene seeds 'a:b' or 'a,b,c' (default: teacher val)"
     )
     parser.add_argument("--data-dir", default=None, help="where rendered splits are cached")
+    parser.add_argument(
+        "--frames", default=None, help="frame indices per scene, e.g. '0,40' (default 0,40,80,120)"
+    )
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N images (0 = all)")
     parser.add_argument(
         "--out", default="outputs/teacher_eval", help="output directory for JSON/markdown/plot"
@@ -118,7 +121,7 @@ def plot(metrics: dict, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from clip2scene_ros.teacher import create_teacher, load_vocabulary
 
-    from .data import VAL_SEEDS, parse_seeds, render_split
+    from .data import FRAMES_PER_SEED, VAL_SEEDS, parse_seeds, render_split
 
     torch.set_num_threads(args.threads)
     opts = {}
@@ -129,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
     teacher = create_teacher(args.teacher, args.weights, **opts)
     vocab = load_vocabulary(args.vocab)
     seeds = parse_seeds(args.val_seeds) if args.val_seeds else VAL_SEEDS
-    split = render_split("val", seeds, data_dir=args.data_dir)
+    frames = (
+        tuple(int(f) for f in args.frames.split(",")) if getattr(args, "frames", None) else FRAMES_PER_SEED
+    )
+    split = render_split("val", seeds, frames=frames, data_dir=args.data_dir)
     images, labels = split.images, split.labels
     if args.limit:
         images, labels = images[: args.limit], labels[: args.limit]

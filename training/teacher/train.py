@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--train-seeds", default=None, help="scene seeds 'a:b' or 'a,b,c' (default: teacher train)"
     )
     parser.add_argument(
+        "--frames", default=None, help="frame indices per scene, e.g. '0,40' (default 0,40,80,120)"
+    )
+    parser.add_argument(
         "--extra-data",
         nargs="*",
         default=[],
@@ -67,17 +70,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.5,
         help="class weight = (pixel frequency)^-x; 0 = plain cross-entropy",
     )
+    parser.add_argument(
+        "--text-loss-weight",
+        type=float,
+        default=1.0,
+        help="weight of the caption-vs-caption contrast that separates the classes' texts",
+    )
+    parser.add_argument(
+        "--text-warmup-steps",
+        type=int,
+        default=150,
+        help="text-only caption-contrast steps before joint training (gives the patch loss distinct anchors)",
+    )
+    parser.add_argument(
+        "--init", default=None, help="start from this teacher directory instead of random weights"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
 
 
+def _frames(args: argparse.Namespace) -> tuple[int, ...]:
+    from .data import FRAMES_PER_SEED
+
+    spec = getattr(args, "frames", None)
+    return tuple(int(f) for f in spec.split(",")) if spec else FRAMES_PER_SEED
+
+
 def _captions(vocab, templates, rng: np.random.Generator) -> list[str]:
+    """One caption per class: a random synonym in a random template."""
     out = []
     for cls in vocab.classes:
         name = cls.names[rng.integers(len(cls.names))]
         out.append(templates[rng.integers(len(templates))].format(name))
     return out
+
+
+def _text_warmup(teacher, vocab, templates, rng, opt, args) -> float:
+    """Caption-vs-caption contrast only: separates the classes' text embeddings before joint training."""
+    start = time.perf_counter()
+    scale = 1.0 / 0.07
+    classes = torch.arange(len(vocab))
+    for group in opt.param_groups:
+        group["lr"] = args.lr
+    for _ in range(args.text_warmup_steps):
+        caps = _captions(vocab, templates, rng) + _captions(vocab, templates, rng)
+        both = teacher.encode_prompts(caps, grad=True).view(2, len(vocab), -1)
+        tt = scale * both[0] @ both[1].T
+        loss = 0.5 * (F.cross_entropy(tt, classes) + F.cross_entropy(tt.T, classes))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if args.text_warmup_steps:
+        print(
+            f"text warm-up: {args.text_warmup_steps} steps, caption loss {float(loss):.3f}, "
+            f"{time.perf_counter() - start:.0f} s"
+        )
+    return time.perf_counter() - start
 
 
 def _batch(images, labels, idx, tile, rng, mean, std):
@@ -113,7 +162,10 @@ def train(args: argparse.Namespace) -> dict:
     templates = load_templates(args.templates)
     t0 = time.perf_counter()
     split = render_split(
-        "train", parse_seeds(args.train_seeds) if args.train_seeds else TRAIN_SEEDS, data_dir=args.data_dir
+        "train",
+        parse_seeds(args.train_seeds) if args.train_seeds else TRAIN_SEEDS,
+        frames=_frames(args),
+        data_dir=args.data_dir,
     )
     render_s = time.perf_counter() - t0
     all_images, all_labels = [split.images], [split.labels]
@@ -126,7 +178,10 @@ def train(args: argparse.Namespace) -> dict:
     images = torch.from_numpy(np.concatenate(all_images))
     labels = torch.from_numpy(np.concatenate(all_labels))
     del all_images, all_labels
-    clip = load_open_clip(args.model_config, random_init=True)
+    if args.init:  # continue from an existing teacher directory (same architecture)
+        clip = load_open_clip(args.init)
+    else:
+        clip = load_open_clip(args.model_config, random_init=True)
     vis = clip.model_cfg["vision_cfg"]
     tile = tuple(vis["image_size"]) if isinstance(vis["image_size"], list) else (vis["image_size"],) * 2
     full = tuple(images.shape[1:3])
@@ -160,8 +215,9 @@ def train(args: argparse.Namespace) -> dict:
         betas=(0.9, 0.98),
     )
     mean, std = teacher._mean, teacher._std
+    text_s = _text_warmup(teacher, vocab, templates, rng, opt, args)
     total = args.steps
-    budget = args.max_minutes * 60.0
+    budget = args.max_minutes * 60.0 - text_s
     log: list[dict] = []
     start = time.perf_counter()
     try:
@@ -190,14 +246,23 @@ def train(args: argparse.Namespace) -> dict:
         idx = rng.integers(0, len(images), args.batch_size)
         pixels, lab = _batch(images, labels, idx, tile, rng, mean, std)
         feats = teacher.dense_from_pixels(pixels)  # [B, D, h, w], L2-normalised
-        text = teacher.encode_prompts(_captions(vocab, templates, rng), grad=True)  # [C, D]
+        # two independent captions per class: their mean is the class anchor of the patch loss, and
+        # telling them apart from other classes' captions separates the text embeddings early on
+        # (a randomly initialised text tower maps all captions to nearly the same vector)
+        caps = _captions(vocab, templates, rng) + _captions(vocab, templates, rng)
+        both = teacher.encode_prompts(caps, grad=True).view(2, len(vocab), -1)  # [2, C, D]
+        text = F.normalize(both.mean(0), dim=-1)
         scale = model.logit_scale.exp().clamp(max=100.0)
+        tt = scale * both[0] @ both[1].T
+        classes = torch.arange(len(vocab))
+        text_loss = 0.5 * (F.cross_entropy(tt, classes) + F.cross_entropy(tt.T, classes))
         logits = scale * torch.einsum("bdhw,cd->bchw", feats, text)
         logits = F.interpolate(logits, size=tile, mode="bilinear", align_corners=False)
         # vocabulary ids 1..C -> class index 0..C-1; ignore (0) -> -100
         target = lab - (vocab.ignore_index + 1)
         target[lab == vocab.ignore_index] = -100
-        loss = F.cross_entropy(logits, target, weight=weight[vocab.ids], ignore_index=-100)
+        pixel_loss = F.cross_entropy(logits, target, weight=weight[vocab.ids], ignore_index=-100)
+        loss = pixel_loss + args.text_loss_weight * text_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
@@ -205,13 +270,21 @@ def train(args: argparse.Namespace) -> dict:
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         step += 1
-        log.append({"step": step, "loss": float(loss), "lr": lr, "seconds": time.perf_counter() - start})
+        log.append(
+            {
+                "step": step,
+                "loss": float(pixel_loss),
+                "text_loss": float(text_loss),
+                "lr": lr,
+                "seconds": time.perf_counter() - start,
+            }
+        )
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(pix=f"{float(pixel_loss):.3f}", txt=f"{float(text_loss):.3f}")
     if bar is not None:
         bar.close()
-    train_s = time.perf_counter() - start
+    train_s = time.perf_counter() - start + text_s
     clip.reset_model_id()
     model.eval()
     return {
@@ -290,6 +363,82 @@ def _plot_loss(log: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def write_card(out: Path) -> Path:
+    """README.md model card from training_log.json and eval/metrics.json in ``out``."""
+    log = json.loads((out / "training_log.json").read_text())
+    cfg = json.loads((out / "open_clip_config.json").read_text())
+    metrics_path = out / "eval" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    a = log["args"]
+    vis, txt = cfg["model_cfg"]["vision_cfg"], cfg["model_cfg"]["text_cfg"]
+    size_mb = (out / "model.safetensors").stat().st_size / 2**20
+    cmd = (
+        f"clip2scene train teacher --model-config {a['model_config']} --batch-size {a['batch_size']} "
+        f"--lr {a['lr']} --max-minutes {a['max_minutes']}"
+        + (f" --train-seeds {a['train_seeds']}" if a.get("train_seeds") else "")
+        + (" --extra-data " + " ".join(a["extra_data"]) if a.get("extra_data") else "")
+        + (f" --init {a['init']}" if a.get("init") else "")
+    )
+    lines = [
+        "# clip2scene tiny teacher (synthetic world)",
+        "",
+        "A small open_clip model trained **from scratch** on camera images of the synthetic world "
+        "(`clip2scene_ros.sim`). It stands in for a pretrained CLIP ViT-B/16 where no weights can be "
+        "downloaded: the demo, the tests and the 3D student's annotation-free training use it by default. "
+        "It only knows the synthetic world; use a real open_clip checkpoint for real data.",
+        "",
+        "## Architecture",
+        f"- open_clip `CLIP`, config `{a['model_config']}` (in `open_clip_config.json`, open_clip local-dir layout)",
+        f"- image tower: ViT, patch {vis['patch_size']}, width {vis['width']}, {vis['layers']} layers, "
+        f"input {vis['image_size'][0]}x{vis['image_size'][1]}; text tower: width {txt['width']}, {txt['layers']} "
+        f"layers, context {txt['context_length']}, open_clip BPE tokenizer; embedding dim "
+        f"{cfg['model_cfg']['embed_dim']}",
+        f"- inference: images resized to {cfg['clip2scene']['input_size'][0]}x{cfg['clip2scene']['input_size'][1]} "
+        f"and run as {cfg['clip2scene']['tile'][0]}x{cfg['clip2scene']['tile'][1]} tiles (test-time upsampling: "
+        "an 8-pixel token grid at the training scale), MaskCLIP dense path, prompt templates "
+        f"`{cfg['clip2scene']['templates']}`",
+        f"- `model.safetensors`: {size_mb:.1f} MB, fp16",
+        "",
+        "## Objective",
+        "Patch-level caption contrast (image-level CLIP contrast was measured not to localise): each random "
+        "crop goes through the MaskCLIP dense path (last block = value path), each patch token is scored "
+        "against one caption per class (random synonym from `config/vocab/synthetic.yaml` in a random "
+        "template of the `default` set), the text tower being trained jointly with a learned temperature. "
+        "Scores are bilinearly upsampled to pixels, as at inference, and trained with class-balanced "
+        f"cross-entropy (weight = frequency^-{a['class_balance']}) against the **camera label images**. "
+        "No LiDAR labels are used. The 49k-row token embedding table keeps its random initialisation "
+        "(only caption words would be updated).",
+        "",
+        "## Data",
+        f"- {log['num_images']} camera images (224x400, six cameras per frame), scene seeds "
+        f"{a.get('train_seeds') or '900000:900060'} (+ extra data: {a.get('extra_data') or 'none'}); "
+        "disjoint from the sim's train/val/test seed splits (`config/sim/splits.yaml`)",
+        "- held-out evaluation: scene seeds 950000:950008, frames 0/40/80/120, all six cameras",
+        "",
+        "## Training",
+        f"- `{cmd}`",
+        f"- {log['steps']} steps of {a['batch_size']} crops in **{log['train_seconds'] / 60:.1f} min** on the "
+        f"shared 2-core CPU ({a['threads']} threads; rendering the images took {log['render_seconds'] / 60:.1f} min "
+        "once); loss curve: `training_loss.png`",
+        "",
+        "## Results (`clip2scene evaluate teacher`)",
+    ]
+    if metrics:
+        lines += [
+            f"- pixel mIoU **{metrics['miou']:.1f}**, pixel accuracy {metrics['pixel_accuracy']:.1f} on "
+            f"{metrics['num_images']} held-out images ({metrics['seconds_per_image']:.2f} s/image)",
+            "",
+            "| class | IoU |",
+            "|---|---|",
+        ]
+        for name, v in metrics["per_class_iou"].items():
+            lines.append(f"| {name} | {'absent' if v is None else f'{v:.1f}'} |")
+    else:
+        lines.append("- not evaluated yet: run `clip2scene evaluate teacher --teacher <this dir>`")
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+    return out / "README.md"
+
+
 def run(args: argparse.Namespace) -> int:
     result = train(args)
     out = save_teacher(Path(args.out), result, args)
@@ -304,10 +453,12 @@ def run(args: argparse.Namespace) -> int:
             val_seeds=args.val_seeds,
             data_dir=args.data_dir,
             limit=0,
+            frames=args.frames,
             out=str(out / "eval"),
             key_smoothing=None,
             prompt_denoising=None,
             threads=args.threads,
         )
         evaluate.run(eval_args)
+    print(f"model card: {write_card(out)}")
     return 0
