@@ -179,8 +179,8 @@ def train(cfg: FinetuneConfig, resume: str = "auto") -> dict:
                     ce = F.cross_entropy(logits, y, ignore_index=-1) if (y >= 0).any() else logits.sum() * 0
                     lov = lovasz_softmax(logits.softmax(1), y, ignore_index=-1)
                     losses.append(ce + cfg.lovasz_weight * lov)
-                    sums["loss_ce"] += float(ce) / (cfg.batch_size * cfg.grad_accum)
-                    sums["loss_lovasz"] += float(lov) / (cfg.batch_size * cfg.grad_accum)
+                    sums["loss_ce"] += float(ce.detach()) / (cfg.batch_size * cfg.grad_accum)
+                    sums["loss_lovasz"] += float(lov.detach()) / (cfg.batch_size * cfg.grad_accum)
                 loss = torch.stack(losses).mean() / cfg.grad_accum
                 sums["loss"] += float(loss.detach())
                 loss.backward()
