@@ -5,7 +5,8 @@ from ../shared/data/real (LiDAR-like synthetic frames of similar size when absen
 ours eager fp32 / bf16 (1 and 2 threads), ours exported ONNX on ONNX Runtime (1 thread), spconv
 2.x CPU (1 thread: its CPU scatter-add is wrong with more threads). Each timing covers kernel-map
 building + forward from voxel features (spconv builds its maps inside its forward); voxelization
-is shared and excluded. Prints medians, ratios against spconv at 1 thread, label agreement with
+is shared and excluded. Paths run interleaved (one call each per round) so that load from other
+processes affects them alike. Prints medians, ratios against spconv at 1 thread, label agreement with
 our fp32 (argmax against 16 random class embeddings), peak RSS growth per path; the last line
 is one JSON object.
 
@@ -86,16 +87,28 @@ def _release_memory() -> None:
         pass
 
 
-def timed(fn, runs: int) -> tuple[float, object, float]:
-    _release_memory()
-    times = []
-    with PeakRSS() as mem:
-        out = fn()  # warm-up (inside: its allocations are this path's working set)
-        for _ in range(runs):
+def run_interleaved(paths: dict, runs: int) -> dict:
+    """Time every path once per round, rounds interleaved, so machine load hits all paths alike.
+
+    ``paths``: name -> (threads, fn). Round 0 is a warm-up whose peak RSS growth is recorded.
+    Returns name -> (median ms, last output, peak MB).
+    """
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    outs, peaks = {}, {}
+    for r in range(runs + 1):
+        for name, (threads, fn) in paths.items():
+            torch.set_num_threads(threads)
+            if r == 0:
+                _release_memory()
+                with PeakRSS() as mem:
+                    outs[name] = fn()
+                peaks[name] = mem.mb
+                continue
             t = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000, out, mem.mb
+            outs[name] = fn()
+            times[name].append(time.perf_counter() - t)
+    torch.set_num_threads(1)
+    return {k: (statistics.median(times[k]) * 1000, outs[k], peaks[k]) for k in paths}
 
 
 def main() -> int:
@@ -168,17 +181,16 @@ def main() -> int:
             feeds.update({k: v.numpy() for k, v in zip(names, padded_tensors(maps))})
             return torch.from_numpy(sess.run(None, feeds)[0])
 
-        paths = {}
-        torch.set_num_threads(1)
-        paths["spconv_1t"] = timed(spc, args.runs)
-        paths["ours_fp32_1t"] = timed(lambda: ours(folded, torch.float32), args.runs)
-        paths["ours_bf16_1t"] = timed(lambda: ours(bf16, torch.bfloat16), args.runs)
+        todo = {
+            "spconv_1t": (1, spc),
+            "ours_fp32_1t": (1, lambda: ours(folded, torch.float32)),
+            "ours_bf16_1t": (1, lambda: ours(bf16, torch.bfloat16)),
+        }
         if sess is not None:
-            paths["onnxruntime_1t"] = timed(onnx_run, args.runs)
-        torch.set_num_threads(2)
-        paths["ours_fp32_2t"] = timed(lambda: ours(folded, torch.float32), args.runs)
-        paths["ours_bf16_2t"] = timed(lambda: ours(bf16, torch.bfloat16), args.runs)
-        torch.set_num_threads(1)
+            todo["onnxruntime_1t"] = (1, onnx_run)
+        todo["ours_fp32_2t"] = (2, lambda: ours(folded, torch.float32))
+        todo["ours_bf16_2t"] = (2, lambda: ours(bf16, torch.bfloat16))
+        paths = run_interleaved(todo, args.runs)
         t = time.perf_counter()
         for _ in range(3):
             model.build_maps(coords)
