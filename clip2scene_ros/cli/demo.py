@@ -29,19 +29,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query", action="append", help=f"phrase to ask (repeatable; default {list(DEFAULT_QUERIES)})")
     p.add_argument("--top-k", type=int, default=1500, help="points returned per query")
     p.add_argument("--checkpoint", help="student checkpoint (default: the shipped clip2scene_ros/assets/student)")
-    p.add_argument("--teacher", help="teacher / text encoder (default: the shipped clip2scene_ros/assets/teacher)")
+    p.add_argument("--teacher", help="teacher / text encoder (default: the one shipped with the student, "
+                   "CHECKPOINT/teacher, else clip2scene_ros/assets/teacher)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE", help="node parameter")
     p.add_argument("--no-progress", action="store_true")
+
+
+def _paired_teacher(checkpoint: Path) -> str | None:
+    """The teacher a student was distilled from, when shipped next to it (``<checkpoint>/teacher``).
+
+    The student's features live in that teacher's text space, so the demo pairs them rather than
+    trusting that the default teacher has not been retrained since.
+    """
+    from clip2scene_ros.teacher.loading import CONFIG_FILENAME
+
+    d = checkpoint / "teacher"
+    return str(d) if (d / CONFIG_FILENAME).is_file() else None
 
 
 def _check_models(args: argparse.Namespace) -> str | None:
     from clip2scene_ros.nodes.segment_node import default_checkpoint
     from clip2scene_ros.teacher.loading import ASSET_DIR, CONFIG_FILENAME
 
+    ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    if not args.teacher:
+        args.teacher = _paired_teacher(ckpt)
     if not args.teacher and not (ASSET_DIR / CONFIG_FILENAME).is_file():
         return (f"the shipped default teacher is missing from {ASSET_DIR}; train it with `clip2scene train "
                 "teacher` (see its model card) or pass --teacher DIR")  # fmt: skip
-    ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     if not (ckpt / "model.safetensors").is_file():
         return (f"no student checkpoint at {ckpt}; make it with `clip2scene train pretrain` (recipe in "
                 "clip2scene_ros/assets/student/README.md) or pass --checkpoint DIR")  # fmt: skip
