@@ -48,7 +48,7 @@ def unlabelled_bag(drive_frames, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_models(tmp_path_factory) -> dict[str, str]:
-    """The shipped teacher + student when both exist, else tiny random-weight real models."""
+    """The shipped student and its teacher when present, else tiny random-weight real models."""
     import torch
     from safetensors.torch import save_file
 
@@ -59,8 +59,12 @@ def small_models(tmp_path_factory) -> dict[str, str]:
 
     torch.set_num_threads(1)
     student = default_checkpoint()
-    if (ASSET_DIR / CONFIG_FILENAME).is_file() and (student / "model.safetensors").is_file():
-        return {"teacher": str(ASSET_DIR), "checkpoint": str(student)}
+    if (student / "model.safetensors").is_file():
+        # the teacher the student was distilled from ships next to it; else the default teacher
+        paired = student / "teacher"
+        teacher = paired if (paired / CONFIG_FILENAME).is_file() else ASSET_DIR
+        if (teacher / CONFIG_FILENAME).is_file():
+            return {"teacher": str(teacher), "checkpoint": str(student)}
     root = tmp_path_factory.mktemp("replay_models")
     cfg_path = REPO / "clip2scene_ros" / "teacher" / "model_configs" / "c2s-tiny-vit-p16.json"
     teacher = create_teacher(str(cfg_path), random_init=True)
