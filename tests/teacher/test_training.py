@@ -43,6 +43,8 @@ def test_train_and_evaluate_stages_write_a_loadable_teacher(tmp_path):
             "2",
             "--threads",
             "1",
+            "--text-warmup-steps",
+            "2",
             "--no-eval",
         ],
     )
