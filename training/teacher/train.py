@@ -123,7 +123,7 @@ def _text_warmup(teacher, vocab, templates, rng, opt, args) -> float:
         opt.step()
     if args.text_warmup_steps:
         print(
-            f"text warm-up: {args.text_warmup_steps} steps, caption loss {float(loss):.3f}, "
+            f"text warm-up: {args.text_warmup_steps} steps, caption loss {loss.item():.3f}, "
             f"{time.perf_counter() - start:.0f} s"
         )
     return time.perf_counter() - start
@@ -374,7 +374,8 @@ def write_card(out: Path) -> Path:
     size_mb = (out / "model.safetensors").stat().st_size / 2**20
     cmd = (
         f"clip2scene train teacher --model-config {a['model_config']} --batch-size {a['batch_size']} "
-        f"--lr {a['lr']} --max-minutes {a['max_minutes']}"
+        f"--lr {a['lr']} --warmup {a['warmup']} --class-balance {a['class_balance']} "
+        f"--text-warmup-steps {a.get('text_warmup_steps', 0)} --threads {a['threads']} --max-minutes {a['max_minutes']}"
         + (f" --train-seeds {a['train_seeds']}" if a.get("train_seeds") else "")
         + (" --extra-data " + " ".join(a["extra_data"]) if a.get("extra_data") else "")
         + (f" --init {a['init']}" if a.get("init") else "")
