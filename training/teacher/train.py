@@ -273,15 +273,15 @@ def train(args: argparse.Namespace) -> dict:
         log.append(
             {
                 "step": step,
-                "loss": float(pixel_loss),
-                "text_loss": float(text_loss),
+                "loss": pixel_loss.item(),
+                "text_loss": text_loss.item(),
                 "lr": lr,
                 "seconds": time.perf_counter() - start,
             }
         )
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(pix=f"{float(pixel_loss):.3f}", txt=f"{float(text_loss):.3f}")
+            bar.set_postfix(pix=f"{pixel_loss.item():.3f}", txt=f"{text_loss.item():.3f}")
     if bar is not None:
         bar.close()
     train_s = time.perf_counter() - start + text_s
