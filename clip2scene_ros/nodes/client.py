@@ -122,9 +122,10 @@ class SegmentClient:
         info_topic: str = "/camera/{name}/camera_info",
         keep: int = 200,
     ) -> None:
-        if not rclpy.ok():
-            rclpy.init()
-        self.node = Node(f"segment_client_{time.monotonic_ns() % 10**9}")
+        # An own context: ROS_DOMAIN_ID is read now, not whenever rclpy was first initialised.
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = Node(f"segment_client_{time.monotonic_ns() % 10**9}", context=self.context)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -147,14 +148,14 @@ class SegmentClient:
         self.node.create_subscription(String, f"{ns}/legend", self._on_legend, latched)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.client = self.node.create_client(QueryText, service)
-        self._executor = SingleThreadedExecutor()
+        self._executor = SingleThreadedExecutor(context=self.context)
         self._executor.add_node(self.node)
         self._running = True
         self._spinner = threading.Thread(target=self._spin, daemon=True)
         self._spinner.start()
 
     def _spin(self) -> None:
-        while self._running and rclpy.ok():
+        while self._running and self.context.ok():
             self._executor.spin_once(timeout_sec=0.05)
 
     # -- callbacks ----------------------------------------------------------------------------
@@ -234,6 +235,7 @@ class SegmentClient:
         self._spinner.join(5)
         self._executor.shutdown()
         self.node.destroy_node()
+        self.context.try_shutdown()
 
 
 def make_test_models(root: str | Path, student: str = "minkunet18_tiny") -> dict[str, str]:

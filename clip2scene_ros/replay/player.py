@@ -161,10 +161,10 @@ class _Participant:
 
         from clip2scene_interfaces.srv import QueryText
 
-        if not rclpy.ok():
-            rclpy.init()
-        self.rclpy = rclpy
-        self.node = Node(f"clip2scene_replay_{os.getpid()}_{time.monotonic_ns() % 10**6}")
+        # An own context: ROS_DOMAIN_ID is read now, not whenever rclpy was first initialised.
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = Node(f"clip2scene_replay_{os.getpid()}_{time.monotonic_ns() % 10**6}", context=self.context)
         self.reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.latched = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -180,14 +180,14 @@ class _Participant:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.query_client = self.node.create_client(QueryText, f"{ns}/query_text")
         self.QueryText = QueryText
-        self._executor = SingleThreadedExecutor()
+        self._executor = SingleThreadedExecutor(context=self.context)
         self._executor.add_node(self.node)
         self._running = True
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
-        while self._running and self.rclpy.ok():
+        while self._running and self.context.ok():
             self._executor.spin_once(timeout_sec=0.05)
 
     def _on_legend(self, msg) -> None:
@@ -219,6 +219,7 @@ class _Participant:
         self._thread.join(5)
         self._executor.shutdown()
         self.node.destroy_node()
+        self.context.try_shutdown()
 
 
 def _wait(pred, timeout: float, what: str, proc=None) -> None:
