@@ -39,13 +39,23 @@ class Backend(ABC):
         self.embed_dim = config.embed_dim
 
     def __call__(self, points: np.ndarray) -> dict[str, np.ndarray]:
+        outputs, point_rows = self.voxel_outputs(points)
+        return gather_points(outputs, point_rows, self.embed_dim)
+
+    def voxel_outputs(self, points: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Per-voxel outputs ``{head: [N, D]}`` and each point's voxel row (-1 = dropped point).
+
+        Points of one voxel share its features, so per-voxel work (classification, queries) costs
+        N instead of P rows; ``__call__`` gathers them to points.
+        """
         points = np.asarray(points)
         if points.ndim != 2:
             raise ValueError(f"points must be a 2-D array [P, 3+F], got shape {points.shape}")
         prepared = prepare_inputs(self.config, points)
         if prepared.num_voxels == 0:
-            return {h: np.zeros((len(points), self.embed_dim), np.float32) for h in self.heads}
-        return gather_points(self.run_voxels(prepared), prepared.point_rows, self.embed_dim)
+            empty = {h: np.zeros((0, self.embed_dim), np.float32) for h in self.heads}
+            return empty, np.full(len(points), -1, dtype=np.int64)
+        return self.run_voxels(prepared), prepared.point_rows
 
     @abstractmethod
     def run_voxels(self, prepared: PreparedInputs) -> dict[str, np.ndarray]:

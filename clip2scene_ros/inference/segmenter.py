@@ -130,7 +130,7 @@ class CameraInput:
 class SegmentResult:
     labels: np.ndarray  # uint16 [P]; 0 for invalid / out-of-range / not processed points
     scores: np.ndarray  # float32 [P]; cosine similarity of the point to its class, 0 where label is 0
-    features: np.ndarray  # float32 [K, D] features of the processed points (not normalised)
+    features: np.ndarray  # float32 [R, D] feature rows (not normalised): per voxel, or per point
     indices: np.ndarray  # int64 [K] indices (into the input) of the processed points
     num_points: int
     num_invalid: int = 0  # NaN/Inf coordinates
@@ -138,19 +138,23 @@ class SegmentResult:
     num_skipped: int = 0  # valid points left out because the cloud exceeded max_points
     num_fused: int = 0  # points that received camera features
     timings_ms: dict[str, float] = field(default_factory=dict)
-    inv_norm: np.ndarray | None = None  # float32 [K] 1 / |feature| (None: features are unit length)
+    inv_norm: np.ndarray | None = None  # float32 [R] 1 / |feature row| (None: rows are unit length)
+    rows: np.ndarray | None = None  # int64 [K] feature row of each processed point (None: row i = point i)
 
     def similarity(self, text_embedding: np.ndarray) -> np.ndarray:
         """float32 [P] cosine similarity per point; -1 for points that were not processed."""
         out = np.full(self.num_points, -1.0, dtype=np.float32)
         if self.indices.size:
             sim = self.features @ text_embedding.astype(np.float32)
-            out[self.indices] = sim if self.inv_norm is None else sim * self.inv_norm
+            if self.inv_norm is not None:
+                sim = sim * self.inv_norm
+            out[self.indices] = sim if self.rows is None else _gather_rows(sim, self.rows, -1.0)
         return out
 
     def unit_features(self) -> np.ndarray:
-        """[K, D] L2-normalised features."""
-        return self.features if self.inv_norm is None else self.features * self.inv_norm[:, None]
+        """[K, D] L2-normalised features of the processed points."""
+        f = self.features if self.inv_norm is None else self.features * self.inv_norm[:, None]
+        return f if self.rows is None else _gather_rows(f, self.rows, 0.0)
 
 
 @dataclass
@@ -367,15 +371,24 @@ class Segmenter:
         if not np.isfinite(sub[:, 3:]).all():
             sub = sub.copy()
             sub[:, 3:] = np.nan_to_num(sub[:, 3:], nan=0.0, posinf=0.0, neginf=0.0)
+        fuse = bool(cameras) and self.dense_features is not None and self.fusion_weight > 0
+        # Without fusion every point of a voxel has that voxel's features: classify voxels, not
+        # points (fewer rows), when the backend exposes them. Fusion mixes in per-point pixels.
+        voxel_outputs = None if fuse else getattr(self.backend, "voxel_outputs", None)
         t1, c1 = time.perf_counter(), time.thread_time()
-        out = self.backend(sub)
+        rows = None
+        if voxel_outputs is not None:
+            out, rows = voxel_outputs(sub)
+            num_rows = len(next(iter(out.values()))) if out else 0
+        else:
+            out, num_rows = self.backend(sub), idx.size
         timings["inference"] = (time.perf_counter() - t1) * 1e3
         t2, c2 = time.perf_counter(), time.thread_time()
         # CPU time of this thread: overhead figures that do not depend on how loaded the machine is
         timings["inference_cpu"] = (c2 - c1) * 1e3
-        feats = self._head_features(out, idx.size)
+        feats = self._head_features(out, num_rows)
         num_fused = 0
-        if cameras and self.dense_features is not None and self.fusion_weight > 0:
+        if fuse:
             feats, num_fused = self._fuse(sub[:, :3], feats, cameras)
             timings["fusion"] = (time.perf_counter() - t2) * 1e3
             timings["fusion_cpu"] = (time.thread_time() - c2) * 1e3
@@ -387,10 +400,14 @@ class Segmenter:
         inv_norm = 1.0 / np.sqrt(np.maximum(np.einsum("ij,ij->i", feats, feats), 1e-24, dtype=np.float32))
         best = logits.argmax(axis=1)
         best_cos = np.take_along_axis(logits, best[:, None], axis=1)[:, 0] * inv_norm
+        best_labels = self.label_ids[best]
+        if rows is not None:  # voxel rows -> points (a dropped point keeps label 0)
+            best_labels = _gather_rows(best_labels, rows, 0)
+            best_cos = _gather_rows(best_cos, rows, 0.0)
         if idx.size == P:  # no scatter needed
-            labels, scores = self.label_ids[best], best_cos.astype(np.float32, copy=False)
+            labels, scores = best_labels, best_cos.astype(np.float32, copy=False)
         else:
-            labels[idx] = self.label_ids[best]
+            labels[idx] = best_labels
             scores[idx] = best_cos
         timings["classify"] = (time.perf_counter() - t3) * 1e3
         timings["classify_cpu"] = (time.thread_time() - c3) * 1e3
@@ -406,6 +423,7 @@ class Segmenter:
             num_fused,
             timings,
             inv_norm.astype(np.float32),
+            rows,
         )
 
     def _head_features(self, out: dict, n: int) -> np.ndarray:
@@ -520,6 +538,16 @@ def _cell_keys(c: np.ndarray, dims: np.ndarray) -> np.ndarray:
     return (c[:, 0] * dims[1] + c[:, 1]) * dims[2] + c[:, 2]
 
 
+def _gather_rows(values: np.ndarray, rows: np.ndarray, fill) -> np.ndarray:
+    """``values[rows]`` with ``fill`` where a row is -1 (a point the voxelizer dropped)."""
+    if len(values) == 0:
+        return np.full((len(rows), *values.shape[1:]), fill, dtype=values.dtype)
+    out = values[np.maximum(rows, 0)]
+    if rows.size and rows.min() < 0:
+        out[rows < 0] = fill
+    return out
+
+
 def _to_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().float().cpu().numpy()
@@ -542,51 +570,16 @@ def _backend_features(backend: Backend) -> tuple[str, ...]:
 
 def _create_backend(cfg: SegmenterConfig) -> Backend:
     """The inference backend for the checkpoint (``inference.backends``), voxel size applied."""
-    import inspect
+    import dataclasses
 
-    ckpt = str(Path(cfg.checkpoint).expanduser())
-    try:
-        from clip2scene_ros.inference.backends import create_backend
-    except ImportError:
-        if cfg.backend != "torch":
-            raise
-        return _TorchCheckpointBackend(ckpt, cfg.device, cfg.voxel_size or None)
+    from clip2scene_ros.inference.backends import create_backend
+
     kwargs: dict = {"device": cfg.device, "precision": cfg.precision}
     if cfg.threads > 0 and cfg.backend == "onnxruntime":
         kwargs["threads"] = cfg.threads
-    takes_voxel = "voxel_size" in inspect.signature(create_backend).parameters
-    if cfg.voxel_size > 0 and takes_voxel:
-        kwargs["voxel_size"] = cfg.voxel_size
-    backend = create_backend(cfg.backend, ckpt, **kwargs)
-    if cfg.voxel_size > 0 and not takes_voxel:
-        import dataclasses
-
-        config = getattr(backend, "config", None)
-        if config is None or not hasattr(config, "voxel_size"):
-            raise ValueError("this backend takes the voxel size from the checkpoint; set voxel_size to 0")
-        if config.voxel_size != cfg.voxel_size:
-            # voxelization and kernel maps are built outside the network from config.voxel_size
-            log.warning("voxel_size %.3f overrides the checkpoint's %.3f", cfg.voxel_size, config.voxel_size)
-            backend.config = dataclasses.replace(config, voxel_size=cfg.voxel_size)
+    backend = create_backend(cfg.backend, str(Path(cfg.checkpoint).expanduser()), **kwargs)
+    if cfg.voxel_size > 0 and cfg.voxel_size != backend.config.voxel_size:
+        # voxelization and kernel maps are built outside the network from config.voxel_size
+        log.warning("voxel_size %.3f overrides the checkpoint's %.3f", cfg.voxel_size, backend.config.voxel_size)
+        backend.config = dataclasses.replace(backend.config, voxel_size=cfg.voxel_size)
     return backend
-
-
-class _TorchCheckpointBackend:
-    """Eager PyTorch on a checkpoint, used when ``inference.backends`` is not installed."""
-
-    def __init__(self, checkpoint: str, device: str = "cpu", voxel_size: float | None = None) -> None:
-        from clip2scene_ros.models import load_checkpoint
-
-        self.model, self.config, _ = load_checkpoint(checkpoint, device=device)
-        self.model.eval()
-        self.device = device
-        self.voxel_size = voxel_size or self.config.voxel_size
-        self.feature_names = tuple(f for f in self.config.in_features if f not in ("x", "y", "z"))
-
-    def __call__(self, points: np.ndarray) -> dict[str, np.ndarray]:
-        import torch
-
-        with torch.inference_mode():
-            pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)).to(self.device)
-            out = self.model.encode_points([pts], self.voxel_size)[0]
-        return {k: v.float().cpu().numpy() for k, v in out.items()}

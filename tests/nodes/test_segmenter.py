@@ -45,12 +45,30 @@ def test_segment_outputs_and_invalid_points(segmenter):
     assert r.labels.dtype == np.uint16 and r.scores.dtype == np.float32 and len(r.labels) == len(pts)
     assert r.num_invalid == 7 and (r.labels[:7] == 0).all() and (r.labels[7:] >= 1).all()
     assert r.labels.max() <= len(segmenter.vocabulary.classes)
-    assert r.features.shape == (len(pts) - 7, segmenter.text_embeddings.shape[1])
+    assert r.unit_features().shape == (len(pts) - 7, segmenter.text_embeddings.shape[1])
     # the score is the cosine similarity to the chosen class, and the chosen class is the best one
     unit = r.unit_features()
     cos = unit @ segmenter.text_embeddings.T
     np.testing.assert_array_equal(r.labels[r.indices], segmenter.label_ids[cos.argmax(1)])
     np.testing.assert_allclose(r.scores[r.indices], cos.max(1), atol=1e-5)
+
+
+def test_voxel_level_classification_equals_per_point(segmenter):
+    """Classifying voxels and gathering to points gives the per-point path's labels and scores."""
+    pts = _points(4000, seed=5)
+    voxel_path = segmenter.segment(pts)
+    assert voxel_path.rows is not None and len(voxel_path.features) < len(pts)  # fewer rows than points
+    backend = segmenter.backend
+    segmenter.backend = lambda p: backend(p)  # a backend without voxel_outputs: per-point rows
+    try:
+        point_path = segmenter.segment(pts)
+    finally:
+        segmenter.backend = backend
+    assert point_path.rows is None and len(point_path.features) == len(pts)
+    np.testing.assert_array_equal(voxel_path.labels, point_path.labels)
+    np.testing.assert_allclose(voxel_path.scores, point_path.scores, atol=1e-6)
+    t = segmenter.encode_text(["a tall tree"])[0]
+    np.testing.assert_allclose(voxel_path.similarity(t), point_path.similarity(t), atol=1e-6)
 
 
 def test_range_and_max_points(segmenter):
