@@ -27,9 +27,8 @@ def gt_class_names(taxonomy: str) -> list[str]:
     from clip2scene_ros.inference.segmenter import load_vocabulary
 
     vocab = load_vocabulary(_TAXONOMY_ALIASES.get(taxonomy, taxonomy))
-    ids = [c.id for c in vocab.classes]
-    if ids != list(range(1, len(ids) + 1)):
-        raise ValueError(f"ground-truth taxonomy '{taxonomy}' must number its classes 1..N, got ids {ids}")
+    if vocab.ignore_index != 0:
+        raise ValueError(f"ground-truth taxonomy '{taxonomy}' must number its classes 1..N (ignore_index 0)")
     return vocab.class_names
 
 

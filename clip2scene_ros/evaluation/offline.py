@@ -44,7 +44,8 @@ def node_intensity_scale(config: str | Path | None = None) -> float:
 
 def mapping_for(segmenter, gt_taxonomy: str, class_map: str | None = None) -> LabelMapping:
     vocab = segmenter.vocabulary
-    return resolve_label_mapping(vocab.name, [(c.id, c.name) for c in vocab.classes], gt_taxonomy, class_map)
+    classes = list(zip(vocab.ids, vocab.class_names, strict=True))
+    return resolve_label_mapping(vocab.name, classes, gt_taxonomy, class_map)
 
 
 def gt_taxonomy_of(info: B.BagInfo, override: str | None = None) -> str:

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from clip2scene_ros.teacher.vocabulary import Vocabulary, VocabularyError
+from clip2scene_ros.teacher.vocabulary import load_vocabulary as load_vocabulary_file
+
 log = logging.getLogger(__name__)
 
 TextEncoder = Callable[[list[str]], np.ndarray]  # texts -> [T, D] float32, L2-normalised
@@ -28,66 +31,18 @@ Backend = Callable[[np.ndarray], dict]  # [P, 3+F] float32 -> {head: [P, D]}
 # ---- vocabulary ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class VocabClass:
-    id: int  # label id written to the output cloud (1-based; 0 = unlabelled)
-    name: str
-    names: tuple[str, ...]  # synonyms; their text embeddings are averaged
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    name: str
-    classes: tuple[VocabClass, ...]
-
-    @property
-    def class_names(self) -> list[str]:
-        return [c.name for c in self.classes]
-
-
 def load_vocabulary(spec: str | Sequence[str]) -> Vocabulary:
     """A vocabulary from a name (``config/vocab/<name>.yaml``), a YAML path, or a list of classes.
 
-    In a list each entry is one class; ``"car|sedan|automobile"`` gives synonyms.
+    In a list each entry is one class; ``"car|sedan|automobile"`` gives synonyms. Files are read by
+    the teacher's vocabulary loader, so the node, training and evaluation share one format.
     """
     if isinstance(spec, str):
-        return _load_vocabulary_file(spec)
+        return load_vocabulary_file(spec)
     items = [s.strip() for s in spec if s and s.strip()]
     if not items:
-        raise ValueError("the vocabulary is empty; give a vocabulary name/path or at least one class")
-    classes = []
-    for i, item in enumerate(items):
-        names = tuple(n.strip() for n in item.split("|") if n.strip())
-        classes.append(VocabClass(i + 1, names[0], names))
-    return Vocabulary("runtime", tuple(classes))
-
-
-def _load_vocabulary_file(spec: str) -> Vocabulary:
-    import yaml
-
-    from clip2scene_ros.resources import config_path
-
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        path = config_path("vocab", f"{spec}.yaml")
-    if not path.is_file():
-        avail = sorted(p.stem for p in config_path("vocab").glob("*.yaml"))
-        raise FileNotFoundError(
-            f"vocabulary '{spec}' is neither a YAML file nor one of config/vocab/: {', '.join(avail)}"
-        )
-    data = yaml.safe_load(path.read_text()) or {}
-    raw = data.get("classes")
-    if not isinstance(raw, list) or not raw:
-        raise ValueError(f"{path}: 'classes' must be a non-empty list of {{name, names}} entries")
-    classes = []
-    for i, c in enumerate(raw):
-        if isinstance(c, str):
-            c = {"name": c}
-        if not isinstance(c, dict) or "name" not in c:
-            raise ValueError(f"{path}: class #{i + 1} needs a 'name'")
-        names = tuple(str(n) for n in (c.get("names") or [c["name"]]))
-        classes.append(VocabClass(int(c.get("id", i + 1)), str(c["name"]), names))
-    return Vocabulary(str(data.get("name", path.stem)), tuple(classes))
+        raise VocabularyError("the vocabulary is empty; give a vocabulary name/path or at least one class")
+    return Vocabulary.from_names([[n.strip() for n in item.split("|") if n.strip()] for item in items])
 
 
 def palette(n: int) -> np.ndarray:
@@ -286,20 +241,21 @@ class Segmenter:
     def set_vocabulary(self, vocabulary: Vocabulary | str | Sequence[str]) -> bool:
         """Switch vocabulary; encodes its text once. Returns False if nothing changed."""
         vocab = vocabulary if isinstance(vocabulary, Vocabulary) else load_vocabulary(vocabulary)
-        if self.vocabulary is not None and [(c.id, c.names) for c in vocab.classes] == [
-            (c.id, c.names) for c in self.vocabulary.classes
-        ]:
+        if self.vocabulary is not None and (vocab.ids, vocab.prompt_names()) == (
+            self.vocabulary.ids,
+            self.vocabulary.prompt_names(),
+        ):
             return False
-        names = [n for c in vocab.classes for n in c.names]
-        emb = self.encode_text(names)
+        groups = vocab.prompt_names()  # synonyms per class; their embeddings are averaged
+        emb = self.encode_text([n for g in groups for n in g])
         rows, start = [], 0
-        for c in vocab.classes:
-            v = emb[start : start + len(c.names)].mean(axis=0)
+        for g in groups:
+            v = emb[start : start + len(g)].mean(axis=0)
             rows.append(v / max(np.linalg.norm(v), 1e-12))
-            start += len(c.names)
+            start += len(g)
         self.text_embeddings = np.stack(rows).astype(np.float32)
         self._text_t = np.ascontiguousarray(self.text_embeddings.T)  # [D, C] for the per-frame matmul
-        self.label_ids = np.array([c.id for c in vocab.classes], dtype=np.uint16)
+        self.label_ids = np.array(vocab.ids, dtype=np.uint16)
         self.vocabulary = vocab
         self.vocabulary_encodings += 1
         return True

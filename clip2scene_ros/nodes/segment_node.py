@@ -639,8 +639,8 @@ class SegmentNode(Node):
             "vocabulary": vocab.name,
             "unlabelled": {"id": 0, "color": self._palette[0].tolist()},
             "classes": [
-                {"id": c.id, "name": c.name, "names": list(c.names), "color": self._palette[c.id].tolist()}
-                for c in vocab.classes
+                {"id": i, "name": c.name, "names": list(c.names), "color": self._palette[i].tolist()}
+                for i, c in zip(vocab.ids, vocab.classes, strict=True)
             ],
         }
         self.pub_legend.publish(String(data=json.dumps(legend)))

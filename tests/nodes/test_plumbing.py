@@ -97,10 +97,10 @@ def test_pose_to_matrix_rejects_wrong_lengths():
 
 def test_vocabulary_file_and_runtime():
     v = load_vocabulary("synthetic")
-    assert v.classes[0].name == "road" and v.classes[0].id == 1 and len(v.classes) == 15
+    assert v.classes[0].name == "road" and v.ids[0] == 1 and len(v.classes) == 15
     r = load_vocabulary(["red car|crimson car", "tree"])
-    assert r.classes[0].names == ("red car", "crimson car") and r.classes[1].id == 2
-    with pytest.raises(FileNotFoundError, match="synthetic"):
+    assert r.classes[0].names == ("red car", "crimson car") and r.ids[1] == 2
+    with pytest.raises(ValueError, match="no_such_vocab.*synthetic"):
         load_vocabulary("no_such_vocab")
     with pytest.raises(ValueError, match="empty"):
         load_vocabulary(["", " "])
