@@ -45,3 +45,15 @@ def ros_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def python_exe() -> str:
     return sys.executable
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread in every test: spconv CPU (our numerical oracle) is only correct at one
+    thread, and the suite shares 2 cores with ROS node processes. Benchmarks measure threads."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
