@@ -11,56 +11,12 @@ import array
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 
-_DT = {
-    PointField.INT8: "i1",
-    PointField.UINT8: "u1",
-    PointField.INT16: "i2",
-    PointField.UINT16: "u2",
-    PointField.INT32: "i4",
-    PointField.UINT32: "u4",
-    PointField.FLOAT32: "f4",
-    PointField.FLOAT64: "f8",
-}
-_PF = {np.dtype(v).str[1:]: k for k, v in _DT.items()}
+from clip2scene_ros.cloud_layout import POINTFIELD_DTYPES, cloud_to_array, fields_to_dtype  # noqa: F401
+
+_PF = {kind: code for code, kind in POINTFIELD_DTYPES.items()}  # numpy kind -> PointField datatype
 
 # Output fields appended to the input points: label, score and PCL-style packed rgb.
 OUTPUT_FIELDS = (("label", PointField.UINT16), ("score", PointField.FLOAT32), ("rgb", PointField.FLOAT32))
-
-
-def fields_to_dtype(msg: PointCloud2) -> np.dtype:
-    """Structured dtype of one point of ``msg`` (offsets and padding as in the message)."""
-    e = ">" if msg.is_bigendian else "<"
-    names, formats, offsets = [], [], []
-    for f in msg.fields:
-        if f.datatype not in _DT:
-            raise ValueError(f"field '{f.name}' has unknown PointField datatype {f.datatype}")
-        if f.name in names or not f.name:
-            continue  # duplicate or unnamed fields cannot be addressed; skip them
-        base = e + _DT[f.datatype]
-        names.append(f.name)
-        formats.append(base if f.count <= 1 else (base, (f.count,)))
-        offsets.append(f.offset)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": msg.point_step})
-
-
-def cloud_to_array(msg: PointCloud2) -> np.ndarray:
-    """Zero-copy structured view [height*width] of the points (row padding removed if any)."""
-    n = msg.width * msg.height
-    if n == 0:
-        return np.zeros(0, dtype=fields_to_dtype(msg)) if msg.point_step else np.zeros(0)
-    if msg.point_step <= 0:
-        raise ValueError(f"point_step is {msg.point_step}; it must be the byte size of one point")
-    dtype = fields_to_dtype(msg)
-    buf = np.frombuffer(msg.data, dtype=np.uint8)
-    row_bytes = msg.width * msg.point_step
-    if msg.row_step == row_bytes or msg.height == 1:
-        if buf.size < n * msg.point_step:
-            raise ValueError(f"data holds {buf.size} bytes but width*height*point_step = {n * msg.point_step}")
-        return np.frombuffer(msg.data, dtype=dtype, count=n)
-    if buf.size < msg.row_step * msg.height or msg.row_step < row_bytes:
-        raise ValueError(f"row_step {msg.row_step} is inconsistent with width*point_step {row_bytes}")
-    rows = buf[: msg.row_step * msg.height].reshape(msg.height, msg.row_step)[:, :row_bytes]
-    return np.ascontiguousarray(rows).view(dtype).reshape(-1)
 
 
 def points_from_array(cloud: np.ndarray, feature_fields: tuple[str, ...] = ("intensity",)) -> np.ndarray:

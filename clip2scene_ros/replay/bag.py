@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clip2scene_ros.cloud_layout import cloud_to_array
+
 LIDAR_TOPIC = "/lidar/points"
 LABEL_TOPIC = "/lidar/gt_labels"
 CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
@@ -148,21 +150,12 @@ def header_stamp_ns(msg) -> int:
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
-_KINDS = {7: "<f4", 4: "<u2", 2: "u1", 6: "<u4", 5: "<i4", 8: "<f8", 1: "i1", 3: "<i2"}
-
-
 def cloud_array(msg) -> np.ndarray:
     """PointCloud2 (rosbags-deserialised) -> structured array over its declared fields."""
-    if msg.is_bigendian:
-        raise BagError("big-endian PointCloud2 is not supported")
-    dtype = np.dtype({
-        "names": [f.name for f in msg.fields],
-        "formats": [_KINDS[f.datatype] for f in msg.fields],
-        "offsets": [f.offset for f in msg.fields],
-        "itemsize": msg.point_step,
-    })  # fmt: skip
-    n = int(msg.width) * int(msg.height)
-    return np.frombuffer(np.asarray(msg.data, np.uint8).tobytes(), dtype=dtype, count=n)
+    try:
+        return cloud_to_array(msg)
+    except ValueError as exc:
+        raise BagError(f"malformed PointCloud2: {exc}") from exc
 
 
 def read_labels(path: str | Path, topic: str = LABEL_TOPIC, field_name: str = "label") -> dict[int, np.ndarray]:

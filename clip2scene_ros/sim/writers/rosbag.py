@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clip2scene_ros.cloud_layout import cloud_to_array
 from clip2scene_ros.sim.frame import Frame
 from clip2scene_ros.sim.transforms import quat_from_matrix
 
@@ -187,11 +188,4 @@ def write_rosbag(frames: Iterable[Frame], bag_dir: str | Path, *, with_labels: b
 
 def read_cloud(msg) -> np.ndarray:
     """PointCloud2 (as deserialised by rosbags) -> structured numpy array using the declared fields."""
-    kinds = {7: "<f4", 4: "<u2", 2: "u1", 6: "<u4", 5: "<i4", 8: "<f8", 1: "i1", 3: "<i2"}
-    dtype = np.dtype({
-        "names": [f.name for f in msg.fields],
-        "formats": [kinds[f.datatype] for f in msg.fields],
-        "offsets": [f.offset for f in msg.fields],
-        "itemsize": msg.point_step,
-    })  # fmt: skip
-    return np.frombuffer(np.asarray(msg.data, np.uint8).tobytes(), dtype=dtype, count=msg.width * msg.height)
+    return cloud_to_array(msg)
