@@ -123,6 +123,14 @@ class MaterialTable:
         )
 
 
+def triangle_normals(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Unit geometric normals (v1 - v0) x (v2 - v0), float32 [T,3] (zero for degenerate triangles)."""
+    v0 = verts[tris[:, 0]]
+    n = np.cross(verts[tris[:, 1]] - v0, verts[tris[:, 2]] - v0)
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), np.float32(1e-30))
+    return np.ascontiguousarray(n, dtype=np.float32)
+
+
 # --- primitives (local frame, z up, base at z = 0 unless stated) --------------------------------
 _BOX_TRIS = np.array(
     [

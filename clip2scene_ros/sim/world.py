@@ -137,6 +137,13 @@ class World:
     def triangles(self) -> np.ndarray:
         return np.concatenate([self.static_triangles, self.agent_triangles + len(self.static_vertices)])
 
+    def triangles_i32(self) -> np.ndarray:
+        """``triangles()`` as contiguous int32, built once (the renderers ask for it every frame)."""
+        tris = self.__dict__.get("_tris_i32")
+        if tris is None or len(tris) != self.num_triangles:
+            tris = self.__dict__["_tris_i32"] = np.ascontiguousarray(self.triangles(), dtype=np.int32)
+        return tris
+
 
 MaterialTableLike = M.MaterialTable
 
