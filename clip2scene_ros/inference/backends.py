@@ -1,5 +1,9 @@
 """Inference backends behind one call: ``backend(points [P, 3+F]) -> {head: float32 [P, D]}``.
 
+A :class:`VocabularyHead` (the zero-shot classifier: text embeddings as the weights of a last
+linear layer) can run as part of the forward; the torch backend computes it on the model's device,
+so on a GPU only labels and scores would need to leave it.
+
 * ``torch``: the eager engine (BatchNorm folded), fp32, bf16 (CPU, fp32 accumulation) or fp16 (CUDA).
 * ``onnxruntime``: the exported ONNX graph on ONNX Runtime (CPU, or CUDA where installed).
 * ``tensorrt``: an engine built from the same ONNX (see :mod:`.tensorrt`); needs CUDA + TensorRT.
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +29,43 @@ LOG = logging.getLogger(__name__)
 KINDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ONNX_FILE = "model.onnx"
+# extra per-voxel outputs when a VocabularyHead runs with the forward
+CLASS_INDEX = "class_index"  # int64 [N]: argmax over the vocabulary
+CLASS_COSINE = "class_cosine"  # float32 [N]: cosine similarity to that class
+INV_NORM = "inv_norm"  # float32 [N]: 1 / |head feature| (queries reuse it)
+
+
+@dataclass(frozen=True)
+class VocabularyHead:
+    """Zero-shot classifier over one head: class = argmax of cosine(feature, text embedding)."""
+
+    head: str
+    text_t: np.ndarray  # float32 [D, C], unit-length columns
+
+
+def classify_numpy(feats: np.ndarray, text_t: np.ndarray) -> dict[str, np.ndarray]:
+    """The :class:`VocabularyHead` outputs for [N, D] features (backends without a torch graph)."""
+    # The argmax ignores the positive per-row norm, so only the winner is divided by it.
+    logits = feats @ text_t
+    inv_norm = 1.0 / np.sqrt(np.maximum(np.einsum("ij,ij->i", feats, feats), 1e-24, dtype=np.float32))
+    best = logits.argmax(axis=1)
+    cos = np.take_along_axis(logits, best[:, None], axis=1)[:, 0] * inv_norm
+    return {CLASS_INDEX: best, CLASS_COSINE: cos.astype(np.float32), INV_NORM: inv_norm.astype(np.float32)}
+
+
+def classify_torch(feats: torch.Tensor, text_t: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`classify_numpy` in torch, on the features' device (the torch backend's vocabulary head)."""
+    cos, best = (feats @ text_t).max(dim=1)
+    inv_norm = torch.linalg.vector_norm(feats, dim=1).clamp_min_(1e-12).reciprocal_()
+    return {CLASS_INDEX: best, CLASS_COSINE: cos.mul_(inv_norm), INV_NORM: inv_norm}
+
+
+def _empty_outputs(heads: list[str], embed_dim: int, vocabulary_head: VocabularyHead | None) -> dict[str, np.ndarray]:
+    out = {h: np.zeros((0, embed_dim), np.float32) for h in heads}
+    if vocabulary_head is not None:
+        out.update({CLASS_INDEX: np.zeros(0, np.int64), CLASS_COSINE: np.zeros(0, np.float32)})
+        out[INV_NORM] = np.zeros(0, np.float32)
+    return out
 
 
 class Backend(ABC):
@@ -42,24 +84,44 @@ class Backend(ABC):
         outputs, point_rows = self.voxel_outputs(points)
         return gather_points(outputs, point_rows, self.embed_dim)
 
-    def voxel_outputs(self, points: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def voxel_outputs(
+        self, points: np.ndarray, vocabulary_head: VocabularyHead | None = None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Per-voxel outputs ``{head: [N, D]}`` and each point's voxel row (-1 = dropped point).
 
         Points of one voxel share its features, so per-voxel work (classification, queries) costs
-        N instead of P rows; ``__call__`` gathers them to points.
+        N instead of P rows; ``__call__`` gathers them to points. With ``vocabulary_head`` the
+        outputs also hold ``CLASS_INDEX``, ``CLASS_COSINE`` and ``INV_NORM`` per voxel.
         """
         points = np.asarray(points)
         if points.ndim != 2:
             raise ValueError(f"points must be a 2-D array [P, 3+F], got shape {points.shape}")
+        if vocabulary_head is not None:
+            if vocabulary_head.head not in self.heads:
+                raise ValueError(f"model has no head '{vocabulary_head.head}'; its heads are: {', '.join(self.heads)}")
+            if vocabulary_head.text_t.shape[0] != self.embed_dim:
+                raise ValueError(
+                    f"head '{vocabulary_head.head}' gives {self.embed_dim}-d features but the text encoder gives "
+                    f"{vocabulary_head.text_t.shape[0]}-d embeddings: the checkpoint and the teacher do not belong "
+                    "together"
+                )
         prepared = prepare_inputs(self.config, points)
         if prepared.num_voxels == 0:
-            empty = {h: np.zeros((0, self.embed_dim), np.float32) for h in self.heads}
-            return empty, np.full(len(points), -1, dtype=np.int64)
-        return self.run_voxels(prepared), prepared.point_rows
+            return _empty_outputs(self.heads, self.embed_dim, vocabulary_head), np.full(len(points), -1, np.int64)
+        out = self.run_voxels(prepared, vocabulary_head)
+        if vocabulary_head is not None and CLASS_INDEX not in out:
+            out.update(classify_numpy(out[vocabulary_head.head], vocabulary_head.text_t))
+        return out, prepared.point_rows
 
     @abstractmethod
-    def run_voxels(self, prepared: PreparedInputs) -> dict[str, np.ndarray]:
-        """Voxelized input with kernel maps (:func:`.export.prepare_inputs`) -> per-voxel outputs."""
+    def run_voxels(
+        self, prepared: PreparedInputs, vocabulary_head: VocabularyHead | None = None
+    ) -> dict[str, np.ndarray]:
+        """Voxelized input with kernel maps (:func:`.export.prepare_inputs`) -> per-voxel outputs.
+
+        A backend may compute the ``vocabulary_head`` outputs itself; otherwise they are computed
+        from the head features with :func:`classify_numpy`.
+        """
 
 
 class TorchBackend(Backend):
@@ -73,13 +135,26 @@ class TorchBackend(Backend):
         self.dtype = dtype
         self.model = model.fold_bn().to(device=device, dtype=dtype).eval()
 
+        self._text_t: tuple[np.ndarray, torch.Tensor] | None = None  # (the numpy vocabulary, its tensor)
+
     @torch.no_grad()
-    def run_voxels(self, prepared: PreparedInputs) -> dict[str, np.ndarray]:
+    def run_voxels(
+        self, prepared: PreparedInputs, vocabulary_head: VocabularyHead | None = None
+    ) -> dict[str, np.ndarray]:
         # the eager path uses the exact (unpadded) maps: cost follows the real neighbour count
         feats = prepared.feats.to(self.device, self.dtype)
         maps = prepared.maps if str(self.device) == "cpu" else prepared.maps.to(self.device)
-        out = self.model(feats, maps)
-        return {h: v.float().cpu().numpy() for h, v in out.items()}
+        out = {h: v.float() for h, v in self.model(feats, maps).items()}
+        result = {}
+        if vocabulary_head is not None:
+            result = classify_torch(out[vocabulary_head.head], self._text_tensor(vocabulary_head.text_t))
+        return {k: v.cpu().numpy() for k, v in {**out, **result}.items()}
+
+    def _text_tensor(self, text_t: np.ndarray) -> torch.Tensor:
+        """The vocabulary on the model's device, converted once per vocabulary (not per frame)."""
+        if self._text_t is None or self._text_t[0] is not text_t:
+            self._text_t = (text_t, torch.from_numpy(np.ascontiguousarray(text_t, np.float32)).to(self.device))
+        return self._text_t[1]
 
 
 def ensure_onnx(checkpoint_dir: str | Path, onnx_path: str | Path | None = None) -> Path:
@@ -122,7 +197,9 @@ class OnnxRuntimeBackend(Backend):
         self.session = ort.InferenceSession(str(onnx_path), opts, providers=providers)
         self.output_names = meta["outputs"]
 
-    def run_voxels(self, prepared: PreparedInputs) -> dict[str, np.ndarray]:
+    def run_voxels(
+        self, prepared: PreparedInputs, vocabulary_head: VocabularyHead | None = None
+    ) -> dict[str, np.ndarray]:
         out = self.session.run(self.output_names, prepared.feeds())
         return dict(zip(self.output_names, out))
 
@@ -158,10 +235,16 @@ def create_backend(
 
 
 __all__ = [
+    "CLASS_COSINE",
+    "CLASS_INDEX",
+    "INV_NORM",
     "KINDS",
     "Backend",
     "OnnxRuntimeBackend",
     "TorchBackend",
+    "VocabularyHead",
+    "classify_numpy",
+    "classify_torch",
     "create_backend",
     "ensure_onnx",
     "file_sha256",

@@ -21,6 +21,8 @@ import numpy as np
 from clip2scene_ros.teacher.vocabulary import Vocabulary, VocabularyError
 from clip2scene_ros.teacher.vocabulary import load_vocabulary as load_vocabulary_file
 
+from .backends import CLASS_COSINE, CLASS_INDEX, INV_NORM, VocabularyHead, classify_numpy
+
 log = logging.getLogger(__name__)
 
 TextEncoder = Callable[[list[str]], np.ndarray]  # texts -> [T, D] float32, L2-normalised
@@ -254,8 +256,10 @@ class Segmenter:
             rows.append(v / max(np.linalg.norm(v), 1e-12))
             start += len(g)
         self.text_embeddings = np.stack(rows).astype(np.float32)
-        self._text_t = np.ascontiguousarray(self.text_embeddings.T)  # [D, C] for the per-frame matmul
         self.label_ids = np.array(vocab.ids, dtype=np.uint16)
+        # swapped as one tuple: a frame in flight keeps a consistent (classifier, label ids) pair
+        text_t = np.ascontiguousarray(self.text_embeddings.T)  # [D, C]
+        self._classifier = (VocabularyHead(self.head, text_t), self.label_ids)
         self.vocabulary = vocab
         self.vocabulary_encodings += 1
         return True
@@ -289,16 +293,17 @@ class Segmenter:
         if points.ndim != 2 or points.shape[1] < 3:
             raise ValueError(f"points must be [P, 3+F], got shape {points.shape}")
         P = points.shape[0]
-        xyz = points[:, :3]
-        valid = np.isfinite(xyz).all(axis=1)
-        num_invalid = int(P - valid.sum())
+        x, y, z = points[:, 0], points[:, 1], points[:, 2]
+        # per-column tests: numpy is slow at reductions over rows of 3
+        valid = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
+        num_invalid = int(P - np.count_nonzero(valid))
         num_oor = 0
         if self.range_min > 0 or self.range_max > 0:
-            with np.errstate(invalid="ignore"):
-                r = np.linalg.norm(xyz, axis=1)
-                in_range = r >= self.range_min
+            with np.errstate(invalid="ignore", over="ignore"):
+                r2 = x * x + y * y + z * z
+                in_range = r2 >= self.range_min**2
                 if self.range_max > 0:
-                    in_range &= r <= self.range_max
+                    in_range &= r2 <= self.range_max**2
             num_oor = int((valid & ~in_range).sum())
             valid &= in_range
         idx = np.flatnonzero(valid)
@@ -323,6 +328,7 @@ class Segmenter:
                 0,
                 timings,
             )
+        vocabulary_head, label_ids = self._classifier
         sub = points if idx.size == P else points[idx]  # the common all-valid case needs no copy
         if not np.isfinite(sub[:, 3:]).all():
             sub = sub.copy()
@@ -334,7 +340,7 @@ class Segmenter:
         t1, c1 = time.perf_counter(), time.thread_time()
         rows = None
         if voxel_outputs is not None:
-            out, rows = voxel_outputs(sub)
+            out, rows = voxel_outputs(sub, vocabulary_head)  # the vocabulary head runs with the forward
             num_rows = len(next(iter(out.values()))) if out else 0
         else:
             out, num_rows = self.backend(sub), idx.size
@@ -349,24 +355,21 @@ class Segmenter:
             timings["fusion"] = (time.perf_counter() - t2) * 1e3
             timings["fusion_cpu"] = (time.thread_time() - c2) * 1e3
         t3, c3 = time.perf_counter(), time.thread_time()
-        # Cosine logits without normalising the [K, D] features: the argmax ignores the (positive)
-        # per-point norm; only the winner's logit is divided by it (score = its cosine similarity,
-        # as the teacher's own predictions report).
-        logits = feats @ self._text_t
-        inv_norm = 1.0 / np.sqrt(np.maximum(np.einsum("ij,ij->i", feats, feats), 1e-24, dtype=np.float32))
-        best = logits.argmax(axis=1)
-        best_cos = np.take_along_axis(logits, best[:, None], axis=1)[:, 0] * inv_norm
-        best_labels = self.label_ids[best]
+        if CLASS_INDEX not in out:  # fused features or a per-point backend: classify here
+            out.update(classify_numpy(feats, vocabulary_head.text_t))
+        best_labels = label_ids[out[CLASS_INDEX]]
+        best_cos, inv_norm = out[CLASS_COSINE], out[INV_NORM]
         if rows is not None:  # voxel rows -> points (a dropped point keeps label 0)
             best_labels = _gather_rows(best_labels, rows, 0)
             best_cos = _gather_rows(best_cos, rows, 0.0)
         if idx.size == P:  # no scatter needed
-            labels, scores = best_labels, best_cos.astype(np.float32, copy=False)
+            labels, scores = best_labels, best_cos
         else:
             labels[idx] = best_labels
             scores[idx] = best_cos
-        timings["classify"] = (time.perf_counter() - t3) * 1e3
-        timings["classify_cpu"] = (time.thread_time() - c3) * 1e3
+        # labels: per-voxel classes/scores to points (plus the classification itself when fused)
+        timings["labels"] = (time.perf_counter() - t3) * 1e3
+        timings["labels_cpu"] = (time.thread_time() - c3) * 1e3
         return SegmentResult(
             labels,
             scores,
@@ -378,7 +381,7 @@ class Segmenter:
             skipped,
             num_fused,
             timings,
-            inv_norm.astype(np.float32),
+            inv_norm,
             rows,
         )
 

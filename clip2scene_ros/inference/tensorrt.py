@@ -189,7 +189,7 @@ class TensorRTBackend(Backend):
             raise RuntimeError(f"could not load {self.engine_path}; delete it to rebuild")
         self.context = self.engine.create_execution_context()
 
-    def run_voxels(self, prepared) -> dict[str, np.ndarray]:  # noqa: ANN001
+    def run_voxels(self, prepared, vocabulary_head=None) -> dict[str, np.ndarray]:  # noqa: ANN001
         import torch
 
         feeds = prepared.feeds()

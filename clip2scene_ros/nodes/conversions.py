@@ -64,14 +64,16 @@ def labelled_cloud(msg: PointCloud2, labels: np.ndarray, scores: np.ndarray, rgb
     base = in_step + (-in_step) % 4  # keep the appended floats 4-byte aligned
     out_step = base + 12  # label u2, 2 bytes padding, score f4, rgb f4
     offsets = {"label": base, "score": base + 4, "rgb": base + 8}
-    raw = np.empty((n, out_step), dtype=np.uint8)
+    # The message's own zero-filled buffer, written in place: one allocation and no final copy
+    # (zeros keep the padding bytes deterministic).
+    data = array.array("B", b"\0") * (n * out_step)
     if n:
+        raw = np.frombuffer(data, dtype=np.uint8).reshape(n, out_step)
         src = np.frombuffer(msg.data, dtype=np.uint8)
         row_bytes = msg.width * in_step
         if msg.height > 1 and msg.row_step != row_bytes:
             src = src[: msg.row_step * msg.height].reshape(msg.height, msg.row_step)[:, :row_bytes]
         raw[:, :in_step] = src[: n * in_step].reshape(n, in_step)
-        raw[:, in_step:] = 0  # padding bytes: deterministic output
         rec = raw.reshape(-1).view(
             np.dtype(
                 {
@@ -93,7 +95,7 @@ def labelled_cloud(msg: PointCloud2, labels: np.ndarray, scores: np.ndarray, rgb
     out.point_step = out_step
     out.row_step = out_step * msg.width
     out.is_dense = msg.is_dense
-    out.data = _byte_array(raw)
+    out.data = data
     return out
 
 

@@ -573,7 +573,6 @@ class SegmentNode(Node):
         cpu = (time.thread_time() - c0) * 1e3
         overhead_cpu = cpu - result.timings_ms.get("inference_cpu", 0.0) - result.timings_ms.get("fusion_cpu", 0.0)
         self._stats.add("overhead_cpu", overhead_cpu)
-        self._stats.add("overhead_cpu_without_classifier", overhead_cpu - result.timings_ms.get("classify_cpu", 0.0))
         self._stats.add("processing", (t_pub - t0) * 1e3)
         # per-stage figures (debug log, /diagnostics, benchmark)
         self._stats.add("stage.decode", (t_conv - t0) * 1e3)
@@ -583,7 +582,6 @@ class SegmentNode(Node):
                 self._stats.add(f"stage.{k}", v)
         self._stats.add("stage.build_output", (t_post - t_seg) * 1e3)
         self._stats.add("stage.publish", (t_pub - t_post) * 1e3)
-        self._stats.add("overhead_without_classifier", overhead - result.timings_ms.get("classify", 0.0))
         self.get_logger().debug(
             f"frame {self._frames_done}: {result.num_points} pts, cameras={len(cameras)} | convert "
             f"{(t_conv - t0) * 1e3:.2f} ms, sync {(t_sync - t_conv) * 1e3:.2f} ms, "

@@ -174,3 +174,20 @@ def test_voxel_size_parameter_reaches_the_backend(models):
     assert seg.backend.config.voxel_size == 0.3
     r = seg.segment(_points(500))
     assert (r.labels > 0).all()
+
+
+def test_vocabulary_head_runs_with_the_forward(segmenter):
+    """The torch backend's in-forward zero-shot classifier equals the numpy reference on its features."""
+    from clip2scene_ros.inference.backends import CLASS_COSINE, CLASS_INDEX, INV_NORM, classify_numpy
+
+    head = segmenter._classifier[0]
+    out, rows = segmenter.backend.voxel_outputs(_points(3000, seed=9), head)
+    ref = classify_numpy(out[head.head], head.text_t)
+    assert out[CLASS_INDEX].shape == (len(out[head.head]),) and (rows >= 0).all()
+    np.testing.assert_array_equal(out[CLASS_INDEX], ref[CLASS_INDEX])
+    np.testing.assert_allclose(out[CLASS_COSINE], ref[CLASS_COSINE], atol=1e-5)
+    np.testing.assert_allclose(out[INV_NORM], ref[INV_NORM], rtol=1e-5)
+    empty, empty_rows = segmenter.backend.voxel_outputs(np.zeros((0, 4), np.float32), head)
+    assert empty[CLASS_INDEX].shape == (0,) and empty_rows.shape == (0,)
+    with pytest.raises(ValueError, match="no head 'nope'"):
+        segmenter.backend.voxel_outputs(_points(10), type(head)("nope", head.text_t))
