@@ -224,6 +224,9 @@ def shade(
     sun, ambient, gain = light[9], light[10], 255.0 * light[11]
     th, tw = noise_tile.shape[0], noise_tile.shape[1]
     height = depth.shape[0] // width
+    # scalars, not array loads, in the pixel loop (the outputs could alias the inputs as far as LLVM knows)
+    r00, r10, r20 = rot[0, 0], rot[1, 0], rot[2, 0]
+    o0, o1, o2 = origin[0], origin[1], origin[2]
     for i in range(height):
         oy = (i - cy) / fy  # optical ray (ox, oy, 1)
         rx0, ry0, rz0 = rot[0, 1] * oy + rot[0, 2], rot[1, 1] * oy + rot[1, 2], rot[2, 1] * oy + rot[2, 2]
@@ -232,13 +235,13 @@ def shade(
         for j in range(width):
             p = i * width + j
             ox = (j - cx) / fx
-            dx, dy, dz = rot[0, 0] * ox + rx0, rot[1, 0] * ox + ry0, rot[2, 0] * ox + rz0
+            dx, dy, dz = r00 * ox + rx0, r10 * ox + ry0, r20 * ox + rz0
             inv_len = 1.0 / math.sqrt(dx * dx + dy * dy + dz * dz)
             vx, vy, vz = dx * inv_len, dy * inv_len, dz * inv_len  # unit view direction
             t = tri_id[p]
             if t >= 0:
                 tz = depth[p]
-                px, py, pz = origin[0] + dx * tz, origin[1] + dy * tz, origin[2] + dz * tz
+                px, py, pz = o0 + dx * tz, o1 + dy * tz, o2 + dz * tz
                 k = owner[t]
                 if k >= 0:  # agents carry their texture with them
                     m_ = inv_agent[k]
