@@ -12,7 +12,8 @@ inputs_hash() {
   cat "$ROOT/requirements.txt" "$ROOT/scripts/setup.sh" "$ROOT/setup.py" "$ROOT/setup.cfg" "$ROOT/pyproject.toml" \
       "$ROOT/package.xml" "$ROOT/clip2scene_interfaces/package.xml" \
       "$ROOT/clip2scene_interfaces/CMakeLists.txt" "$ROOT"/clip2scene_interfaces/srv/*.srv \
-      2>/dev/null | sha256sum | cut -d' ' -f1
+      "$ROOT"/scripts/ros_interfaces/*/package.xml "$ROOT"/scripts/ros_interfaces/*/CMakeLists.txt \
+      "$ROOT"/scripts/ros_interfaces/*/msg/*.msg 2>/dev/null | sha256sum | cut -d' ' -f1
 }
 HASH=$(inputs_hash)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ]; then
@@ -53,15 +54,27 @@ NPINC=$("$VENV/bin/python" -c "import numpy; print(numpy.get_include())")
   -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NPINC#g" \
   -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/core/include#$NPINC#g"
 
-echo "[setup] building clip2scene_interfaces into the venv"
-BUILD=$(mktemp -d)
-trap 'rm -rf "$BUILD"' EXIT
-AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH" \
-  cmake -S "$ROOT/clip2scene_interfaces" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$VENV" \
-  -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF >"$BUILD/configure.log" 2>&1 \
-  || { cat "$BUILD/configure.log"; exit 1; }
-PATH="$VENV/bin:$PATH" cmake --build "$BUILD" -j2 >"$BUILD/build.log" 2>&1 || { tail -50 "$BUILD/build.log"; exit 1; }
-cmake --install "$BUILD" >/dev/null
+# Interface packages are generated C/Python code: built with cmake and installed into the venv.
+BUILD_ROOT=$(mktemp -d)
+trap 'rm -rf "$BUILD_ROOT"' EXIT
+build_interfaces() {  # $1: package source dir
+  local name build
+  name=$(basename "$1")
+  build=$BUILD_ROOT/$name
+  echo "[setup] building $name into the venv"
+  AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH" \
+    cmake -S "$1" -B "$build" -DCMAKE_INSTALL_PREFIX="$VENV" \
+    -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF >"$BUILD_ROOT/$name.configure.log" 2>&1 \
+    || { cat "$BUILD_ROOT/$name.configure.log"; exit 1; }
+  PATH="$VENV/bin:$PATH" cmake --build "$build" -j2 >"$BUILD_ROOT/$name.build.log" 2>&1 \
+    || { tail -50 "$BUILD_ROOT/$name.build.log"; exit 1; }
+  cmake --install "$build" >/dev/null
+}
+build_interfaces "$ROOT/clip2scene_interfaces"
+# Standard interfaces the PyPI wheels lack (a ROS install provides them): field-for-field subsets.
+for pkg in "$ROOT"/scripts/ros_interfaces/*/; do
+  "$VENV/bin/python" -c "import $(basename "$pkg").msg" 2>/dev/null || build_interfaces "${pkg%/}"
+done
 
 echo "[setup] installing clip2scene_ros (editable) and its share/ files"
 # Editable install: code edits take effect without reinstalling (clip2scene_training maps to
@@ -74,7 +87,7 @@ ln -sfn "$ROOT/package.xml" "$SHARE/package.xml"
 ln -sfn "$ROOT/launch" "$SHARE/launch"
 ln -sfn "$ROOT/config" "$SHARE/config"
 touch "$VENV/share/ament_index/resource_index/packages/clip2scene_ros"
-"$VENV/bin/python" -c "import clip2scene_ros, clip2scene_training, clip2scene_interfaces.srv, rclpy" \
+"$VENV/bin/python" -c "import clip2scene_ros, clip2scene_training, clip2scene_interfaces.srv, tf2_msgs.msg, rclpy" \
   || { echo "[setup] import check failed" >&2; exit 1; }
 echo "$HASH" > "$STAMP"
 echo "[setup] done: $VENV"

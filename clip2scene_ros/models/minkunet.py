@@ -96,6 +96,10 @@ class ConvBN(nn.Module):
     def forward(
         self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int, relu: bool, acc_out: bool = False
     ) -> Tensor:
+        if self.conv.weight.dtype != torch.float32:
+            # reduced-precision inference: the convolution's input is rounded here to the weights'
+            # dtype; the residual stream between blocks stays fp32
+            x = x.to(self.conv.weight.dtype)
         if isinstance(self.bn, nn.Identity):
             if acc_out:
                 return self.conv(x, maps, level, relu=relu, acc_out=True)
@@ -143,12 +147,13 @@ class BasicBlock(nn.Module):
         self.shortcut = ConvBN(Pointwise(cin, cout), cout, momentum) if cin != cout else None
 
     def forward(self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int) -> Tensor:
-        # reduced precision: the residual sum stays in fp32 and is rounded once, at the block output
+        # reduced precision: the block's output (the residual stream) is the fp32 accumulator;
+        # only the convolutions' inputs are rounded to bf16/fp16
         y = self.conv2(self.conv1(x, maps, level, True), maps, level, False, acc_out=True)
-        s = x if self.shortcut is None else self.shortcut(x, maps, level, False)
+        s = (x if self.shortcut is None else self.shortcut(x, maps, level, False)).to(y.dtype)
         if not y.requires_grad and not torch.jit.is_tracing():
-            return y.add_(s).relu_().to(x.dtype)
-        return torch.relu(y + s).to(x.dtype)
+            return y.add_(s).relu_()
+        return torch.relu(y + s)
 
 
 class MinkUNet(nn.Module):
@@ -215,10 +220,12 @@ class MinkUNet(nn.Module):
         for i, (up, blocks) in enumerate(zip(self.up, self.dec_blocks)):
             level = 3 - i
             x = up(x, maps, level, True)
-            x = torch.cat([x, skips[level]], 1)
+            skip = skips[level]
+            x = torch.cat([x.to(skip.dtype), skip], 1)
             for b in blocks:
                 x = b(x, maps, level)
-        if x.dtype != torch.float32:  # heads in fp32: cheap, and keeps reduced-precision labels stable
+        if next(iter(self.heads.values())).weight.dtype != torch.float32:
+            # heads in fp32: cheap, and keeps reduced-precision labels stable
             x = x.float()
             return {name: nn.functional.linear(x, h.weight.float(), h.bias.float()) for name, h in self.heads.items()}
         return {name: head(x) for name, head in self.heads.items()}

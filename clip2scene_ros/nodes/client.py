@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +150,7 @@ class SegmentClient:
         self.node.create_subscription(String, f"{ns}/legend", self._on_legend, latched)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.client = self.node.create_client(QueryText, service)
+        self._pub_tf = None
         self._executor = SingleThreadedExecutor(context=self.context)
         self._executor.add_node(self.node)
         self._running = True
@@ -217,6 +220,36 @@ class SegmentClient:
         self.pub_info[cam].publish(info)
         self.pub_image[cam].publish(conv.rgb_to_image(header, rgb))
 
+    def publish_tf_static(self, transforms: Sequence[tuple[str, str, np.ndarray]]) -> None:
+        """Latch (parent, child, parent_from_child 4x4) transforms on /tf_static, as tf2's static broadcaster."""
+        from geometry_msgs.msg import TransformStamped
+        from tf2_msgs.msg import TFMessage  # a ROS install, or the subset scripts/setup.sh builds
+
+        from clip2scene_ros.sim.transforms import quat_from_matrix
+
+        if self._pub_tf is None:
+            latched = QoSProfile(
+                depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+            )
+            self._pub_tf = self.node.create_publisher(TFMessage, "/tf_static", latched)
+        msgs = []
+        for parent, child, m in transforms:
+            t = TransformStamped()
+            t.header.frame_id, t.child_frame_id = parent, child
+            tr, q = t.transform.translation, t.transform.rotation
+            tr.x, tr.y, tr.z = (float(v) for v in m[:3, 3])
+            q.w, q.x, q.y, q.z = (float(v) for v in quat_from_matrix(m))
+            msgs.append(t)
+        self._pub_tf.publish(TFMessage(transforms=msgs))
+
+    def latest_diagnostics(self, hardware_prefix: str) -> dict[str, str] | None:
+        """Key/values of the newest /diagnostics status whose hardware_id starts with the prefix."""
+        for arr in reversed(list(self.diagnostics)):
+            for st in arr.status:
+                if st.hardware_id.startswith(hardware_prefix):
+                    return {v.key: v.value for v in st.values}
+        return None
+
     def wait_output(self, t_ns: int, timeout: float = 10.0) -> PointCloud2:
         return wait_until(lambda: self.outputs.get(t_ns, (None,))[0], timeout)
 
@@ -236,6 +269,70 @@ class SegmentClient:
         self._executor.shutdown()
         self.node.destroy_node()
         self.context.try_shutdown()
+
+
+@contextmanager
+def running_segment_node(
+    models: dict[str, str],
+    params: dict[str, str],
+    ns: str,
+    cameras: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    startup_s: float = 60.0,
+):  # noqa: ANN201 - yields (NodeProcess, SegmentClient)
+    """Start ``clip2scene segment`` in namespace ``ns`` and a client wired to it; stop both after.
+
+    ``params``: node parameters as ``name -> value`` strings (``-p name:=value``); topics relative
+    to ``ns``. Raises if the node exits with an error.
+    """
+    cmd = [sys.executable, "-m", "clip2scene_ros.cli.main", "segment", "--namespace", ns,
+           "--checkpoint", models["checkpoint"]]  # fmt: skip
+    if models.get("teacher"):
+        cmd += ["--teacher", models["teacher"]]
+    for k, v in params.items():
+        cmd += ["-p", f"{k}:={v}"]
+    proc = NodeProcess(cmd, env)
+    client = None
+    try:
+        proc.wait_for_log(r"listening on", startup_s)
+        client = SegmentClient(
+            input_topic=f"{ns}/{params.get('input_topic', 'points')}",
+            node_ns=f"{ns}/segment_node",
+            service=f"{ns}/query_text",
+            cameras=cameras,
+            image_topic=ns + "/" + params.get("camera_image_topic", "camera/{name}/image_raw"),
+            info_topic=ns + "/" + params.get("camera_info_topic", "camera/{name}/camera_info"),
+        )
+        client.wait_ready(30.0, cameras=bool(cameras))
+        yield proc, client
+    finally:
+        if client is not None:
+            client.close()
+        code = proc.stop()
+        if code not in (0, -2, 130):
+            raise RuntimeError(f"node exited with {code}:\n{proc.log()[-3000:]}")
+
+
+class SyntheticFrames:
+    """Synthetic-world frames (LiDAR + one small camera) with stamps 100 ms apart, for tests."""
+
+    def __init__(self, camera: str = "cam_front", seed: int = 3, num_frames: int = 2) -> None:
+        from clip2scene_ros.sim import SimConfig, generate_sequence
+
+        cfg = SimConfig.default().with_overrides(
+            **{"cameras.names": [camera], "cameras.width": 208, "cameras.height": 112, "threads": 1}
+        )
+        self.frames = list(generate_sequence(cfg, seed=seed, num_frames=num_frames))
+        f = self.frames[0]
+        self.lidar_from_cam = np.linalg.inv(f.lidar_to_ego) @ f.cameras[0].cam_to_ego
+        self.t_ns = 1_700_000_000_000_000_000
+        self.i = 0
+
+    def next(self):  # noqa: ANN201 - (stamp, sim Frame)
+        self.t_ns += 100_000_000
+        f = self.frames[self.i % len(self.frames)]
+        self.i += 1
+        return self.t_ns, f
 
 
 def make_test_models(root: str | Path, student: str = "minkunet18_tiny") -> dict[str, str]:

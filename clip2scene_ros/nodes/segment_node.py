@@ -52,7 +52,7 @@ from clip2scene_ros.nodes.sync import (
     pose_to_matrix,
 )
 
-try:  # not pip-installable; /tf_static is used only where a ROS install provides it
+try:  # a ROS install, or the TFMessage-only subset scripts/setup.sh builds into the venv
     from tf2_msgs.msg import TFMessage
 except ImportError:  # pragma: no cover - depends on the installation
     TFMessage = None
@@ -79,7 +79,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "camera_timeout": (1.0, "seconds without images before a camera counts as silent (warning)"),
     "sync.policy": ("lidar_master", "lidar_master | approximate_time (needs message_filters)"),
     "sync.tolerance": (0.05, "max |stamp difference| in s between a cloud and a camera image"),
-    "use_tf_static": (True, "read camera extrinsics from /tf_static (where tf2_msgs is installed)"),
+    "use_tf_static": (True, "read camera extrinsics from /tf_static (latched static transforms)"),
     "lidar_frame": ("", "frame of the points; empty = the cloud's header.frame_id"),
     "checkpoint": ("", "student checkpoint directory; empty = the shipped default"),
     "teacher": ("", "teacher (text encoder) name/path; empty = the shipped default"),
@@ -186,6 +186,7 @@ class SegmentNode(Node):
         self._out_rate = RateMeter()
         self._cam_rates = {c: RateMeter() for c in self.p["cameras"]}
         self._frames_done = 0
+        self._last_fusion = (0, 0)  # (cameras, points) fused into the last frame, for /diagnostics
         self._warnings = 0
         self._last_warning = ""
         self._failures = 0
@@ -563,6 +564,7 @@ class SegmentNode(Node):
             self._last = (msg.header, points[:, :3].copy() if points.size else points[:, :3], result)
         self._out_rate.tick()
         self._frames_done += 1
+        self._last_fusion = (len(cameras) if result.num_fused else 0, result.num_fused)
         latency = (time.monotonic() - frame.receipt) * 1e3
         now_ns = self.get_clock().now().nanoseconds
         self._stats.add("latency", latency)
@@ -750,6 +752,8 @@ class SegmentNode(Node):
             "latency_ms_p95": f"{self._stats.percentile('latency', 95):.1f}",
             "stamp_age_ms_p50": f"{self._stats.percentile('age', 50):.1f}",
             "overhead_ms_p50": f"{self._stats.percentile('overhead', 50):.2f}",
+            "cameras_fused_last": str(self._last_fusion[0]),  # camera images used for the last frame
+            "points_fused_last": str(self._last_fusion[1]),
             "warnings": str(self._warnings),
             "last_warning": self._last_warning,
         }

@@ -286,7 +286,7 @@ def test_empty_and_padded_clouds_convert():
 
 
 def test_tf_static_transforms_feed_the_tree():
-    """What the node does with /tf_static (tf2_msgs itself is not installable here)."""
+    """What the node does with /tf_static messages (end to end over DDS: test_tf_static.py)."""
     from geometry_msgs.msg import TransformStamped
 
     def tf(parent, child, xyz, quat):

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clip2scene_ros.nodes.client import SyntheticFrames as Frames
+
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,32 +42,9 @@ def models(tmp_path_factory) -> dict[str, str]:
 # ---- synthetic frames -------------------------------------------------------------------------
 
 
-class Frames:
-    """Synthetic-world frames (LiDAR + cam_front) with increasing stamps."""
-
-    def __init__(self) -> None:
-        from clip2scene_ros.sim import SimConfig, generate_sequence
-
-        cfg = SimConfig.default().with_overrides(
-            **{"cameras.names": [CAM], "cameras.width": 208, "cameras.height": 112, "threads": 1}
-        )
-        self.frames = list(generate_sequence(cfg, seed=3, num_frames=2))
-        f = self.frames[0]
-        cam = f.cameras[0]
-        self.lidar_from_cam = np.linalg.inv(f.lidar_to_ego) @ cam.cam_to_ego
-        self.t_ns = 1_700_000_000_000_000_000
-        self.i = 0
-
-    def next(self):
-        self.t_ns += 100_000_000
-        f = self.frames[self.i % len(self.frames)]
-        self.i += 1
-        return self.t_ns, f
-
-
 @pytest.fixture(scope="module")
 def frames() -> Frames:
-    return Frames()
+    return Frames(CAM)
 
 
 # ---- the node -----------------------------------------------------------------------------------
@@ -74,7 +53,7 @@ def frames() -> Frames:
 @pytest.fixture(scope="module")
 def node(models, frames, tmp_path_factory):
     """Start one segment_node (through `clip2scene segment`) in an isolated DDS domain."""
-    from clip2scene_ros.nodes.client import NodeProcess, SegmentClient
+    from clip2scene_ros.nodes.client import running_segment_node
     from clip2scene_ros.resources import configure_ros_environment
 
     configure_ros_environment()
@@ -101,32 +80,11 @@ def node(models, frames, tmp_path_factory):
         "queue_size": "4",
         "diagnostics_period": "0.5",
     }
-    if models["teacher"]:
-        params["teacher"] = models["teacher"]
-    cmd = [sys.executable, "-m", "clip2scene_ros.cli.main", "segment", "--namespace", ns,
-           "--checkpoint", models["checkpoint"]]  # fmt: skip
-    for k, v in params.items():
-        cmd += ["-p", f"{k}:={v}"]
-    proc = NodeProcess(cmd, env)
-    client = None
     try:
-        proc.wait_for_log(r"listening on", STARTUP_S)
-        client = SegmentClient(
-            input_topic=f"{ns}/points",
-            node_ns=f"{ns}/segment_node",
-            service=f"{ns}/query_text",
-            cameras=[CAM],
-            image_topic=ns + "/camera/{name}/image_raw",
-            info_topic=ns + "/camera/{name}/camera_info",
-        )
-        client.wait_ready(30.0)
-        yield {"proc": proc, "client": client, "ns": ns, "env": env}
+        with running_segment_node(models, params, ns, cameras=[CAM], env=env, startup_s=STARTUP_S) as (proc, client):
+            yield {"proc": proc, "client": client, "ns": ns, "env": env}
     finally:
-        if client is not None:
-            client.close()
-        code = proc.stop()
         mp.undo()
-        assert code in (0, -2, 130), f"node exited with {code}:\n{proc.log()[-3000:]}"
 
 
 def _send(client, frames: Frames, with_camera: bool = True):
