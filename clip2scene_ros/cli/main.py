@@ -17,7 +17,7 @@ from clip2scene_ros import __version__
 from clip2scene_ros.resources import configure_ros_environment
 
 # Order shown in --help. `train` and `evaluate` import clip2scene_training lazily.
-SUBCOMMANDS = ("sim", "train", "evaluate", "export", "segment", "replay", "query", "demo")
+SUBCOMMANDS = ("sim", "prepare", "train", "evaluate", "export", "segment", "replay", "query", "demo")
 
 
 def _available() -> list[str]:

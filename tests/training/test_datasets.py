@@ -141,13 +141,10 @@ def test_synthetic_pairs_agree_with_rendered_labels():
     assert not np.allclose(raw[:, :3], ds._frames[0][ds.index[0][1] - 2].points[:, :3])
 
 
-def test_scannet_tiny_scene(tmp_path):
-    from PIL import Image
-
-    scene = "scene0000_00"
-    d = tmp_path / "scans" / scene
+def _tiny_scannet_scan(root, scene: str = "scene0000_00") -> None:
+    """A wall of 100 points 2 m in front of a camera at the origin looking along +z (world = camera)."""
+    d = root / "scans" / scene
     d.mkdir(parents=True)
-    # A wall of 100 points 2 m in front of a camera at the origin looking along +z (world = camera).
     xs, ys = np.meshgrid(np.linspace(-0.5, 0.5, 10), np.linspace(-0.4, 0.4, 10))
     xyz = np.stack([xs.ravel(), ys.ravel(), np.full(100, 2.0)], 1)
     header = (
@@ -164,6 +161,13 @@ def test_scannet_tiny_scene(tmp_path):
         + "\n".join(f"{x} {y} {z} {c}" for (x, y, z), c in zip(xyz, lab, strict=True))
         + "\n"
     )
+
+
+def test_scannet_tiny_scene(tmp_path):
+    from PIL import Image
+
+    scene = "scene0000_00"
+    _tiny_scannet_scan(tmp_path, scene)
     f = tmp_path / "frames" / scene
     for sub in ("color", "depth", "pose", "intrinsic"):
         (f / sub).mkdir(parents=True)
@@ -189,3 +193,46 @@ def test_bad_inputs_name_the_fix(tmp_path):
         create_dataset("semantickitti", root=tmp_path, sequences=["00"], num_sweeps=0)
     with pytest.raises(TypeError):
         PairingConfig(bogus=1)
+
+
+def test_scannet_sens_recordings_are_prepared_into_frames(tmp_path):
+    """`clip2scene prepare scannet` turns a .sens recording into frames the loader pairs with points."""
+    import io
+    import zlib
+
+    from clip2scene_training.datasets.scannet_sens import SensFrame, SensHeader, read_sens, write_sens
+    from PIL import Image
+
+    from clip2scene_ros.cli.main import main
+
+    scene = "scene0000_00"
+    _tiny_scannet_scan(tmp_path, scene)
+    K = np.eye(4)
+    K[:3, :3] = [[40, 0, 40], [0, 40, 30], [0, 0, 1]]
+    header = SensHeader("StructureSensor", K, np.eye(4), K / 2 + np.diag([0, 0, 0.5, 0.5]), np.eye(4), "jpeg",
+                        "zlib_ushort", (80, 60), (40, 30), 1000.0, 3)  # fmt: skip
+    frames = []
+    for i in range(3):
+        jpg = io.BytesIO()
+        Image.fromarray(np.full((60, 80, 3), 40 * i, np.uint8)).save(jpg, format="JPEG")
+        depth = np.full((30, 40), 2000 + i, "<u2")
+        pose = np.eye(4)
+        pose[0, 3] = 0.01 * i
+        frames.append(SensFrame(pose, i, i, jpg.getvalue(), zlib.compress(depth.tobytes())))
+    sens = tmp_path / "scans" / scene / f"{scene}.sens"
+    write_sens(sens, header, frames)
+    h, it = read_sens(sens)
+    assert (h.color_size, h.depth_size, h.num_frames, len(list(it))) == ((80, 60), (40, 30), 3, 3)
+
+    assert main(["prepare", "scannet", str(tmp_path), "--every", "2"]) == 0
+    out = tmp_path / "frames" / scene
+    assert sorted(p.name for p in (out / "pose").iterdir()) == ["0.txt", "2.txt"]
+    np.testing.assert_allclose(np.loadtxt(out / "pose" / "2.txt")[0, 3], 0.02, atol=1e-6)
+    assert np.asarray(Image.open(out / "depth" / "2.png")).tolist()[0][:2] == [2002, 2002]
+    s = create_dataset("scannet", root=tmp_path, frame_stride=1)[0]
+    assert len(s.cameras) == 2 and s.cameras[0].depth.shape == (60, 80)
+    assert s.pairs.seen_mask(100).all() and set(s.pairs.camera_index.tolist()) == {0, 1}
+
+    # a truncated recording is reported by name and the command fails without a traceback
+    sens.write_bytes(sens.read_bytes()[:-100])
+    assert main(["prepare", "scannet", str(tmp_path), "--overwrite"]) == 1
