@@ -67,6 +67,7 @@ class LossConfig:
     semantic: str = "paper_classwise_nce"
     tau: float = 0.5  # Eq. 1 temperature (ce_text_anchor: 1.0 reproduces the released code)
     denominator: str = "negatives"  # Eq. 1 as printed; "all" = InfoNCE with positives in the denominator
+    reduction: str = "sum"  # Eq. 1 summed over the pseudo-classes present (paper); "mean" divides by their number
     semantic_weight: float = 1.0
     semantic_on_sweeps: bool = True  # also apply Eq. 1 to the paired points of earlier sweeps
     spatial_temporal: str = "paper_pixel_point"
@@ -88,6 +89,8 @@ class LossConfig:
             )
         if self.denominator not in ("negatives", "all"):
             raise ConfigError(f"{where}.denominator must be 'negatives' or 'all'")
+        if self.reduction not in ("sum", "mean"):
+            raise ConfigError(f"{where}.reduction must be 'sum' (paper) or 'mean'")
         if self.tau <= 0 or self.lam <= 0 or self.grid_size <= 0 or self.max_per_grid < 1:
             raise ConfigError(f"{where}: tau, lam, grid_size must be > 0 and max_per_grid >= 1")
         if not 0 <= self.self_training_prob <= 1:

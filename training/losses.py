@@ -33,7 +33,7 @@ def classwise_nce_loss(
     labels: torch.Tensor,
     tau: float = 0.5,
     denominator: str = "negatives",
-    reduction: str = "mean",
+    reduction: str = "sum",
 ) -> torch.Tensor:
     """Paper Eq. 1: for each pseudo-class c present, with s_i = D(t_c, p_i) / tau,
 
@@ -41,11 +41,15 @@ def classwise_nce_loss(
 
     as printed (negatives only: same-class points are never pushed apart). ``denominator="all"``
     adds the positives to the denominator (the usual bounded InfoNCE form). Classes with no
-    negatives in the batch are skipped (the ratio is undefined). ``reduction``: mean or sum over
-    the classes present (the paper sums; the mean keeps the scale independent of C).
+    negatives in the batch are skipped (the ratio is undefined). ``reduction``: sum (the paper) or
+    mean over the classes present. The sum matters for training: with the mean, each class's
+    gradient is divided by the number of classes present (~10), which with the paper's SGD lr 0.1
+    left the synthetic student far from fitting its own training pseudo-labels.
     """
     if denominator not in ("negatives", "all"):
         raise ValueError(f"denominator must be 'negatives' or 'all', got {denominator!r}")
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     p = F.normalize(points.float(), dim=-1)
     t = F.normalize(text.float(), dim=-1)
     present = torch.unique(labels)
@@ -82,9 +86,11 @@ def semantic_loss(
     labels: torch.Tensor,
     tau: float = 0.5,
     denominator: str = "negatives",
+    reduction: str = "sum",
 ) -> torch.Tensor:
+    """``reduction`` (Eq. 1 only): ``sum`` over the pseudo-classes present, as in the paper, or ``mean``."""
     if kind == "paper_classwise_nce":
-        return classwise_nce_loss(points, text, labels, tau=tau, denominator=denominator)
+        return classwise_nce_loss(points, text, labels, tau=tau, denominator=denominator, reduction=reduction)
     if kind == "ce_text_anchor":
         return ce_text_anchor_loss(points, text, labels, tau=tau)
     raise ValueError(f"semantic loss must be one of {SEMANTIC_LOSSES}, got {kind!r}")

@@ -78,7 +78,7 @@ def sample_loss(
         pseudo = (F.normalize(glob.detach().float(), dim=-1) @ text.T).argmax(1)
     n_key = len(tg.sweeps[0].point_index)
     sem_rows = slice(None) if lc.semantic_on_sweeps else slice(0, n_key)
-    l_sem = semantic_loss(lc.semantic, glob[sem_rows], text, pseudo[sem_rows], lc.tau, lc.denominator)
+    l_sem = semantic_loss(lc.semantic, glob[sem_rows], text, pseudo[sem_rows], lc.tau, lc.denominator, lc.reduction)
     l_st = spatial_temporal_loss(lc.spatial_temporal, loc, pix, text, pseudo, tg.groups, lc.lam, lc.detach_center)
     loss = lc.semantic_weight * l_sem + lc.spatial_temporal_weight * l_st
     return loss, {"loss_semantic": float(l_sem.detach()), "loss_spatial_temporal": float(l_st.detach())}

@@ -26,17 +26,23 @@ def test_classwise_nce_paper_form():
     # tau = 0.5: class 0 scores [2, 0, sqrt2], class 1 scores [0, 2, sqrt2].
     l0 = math.log(math.exp(0)) - math.log(math.exp(2) + math.exp(S2))
     l1 = math.log(math.exp(0) + math.exp(S2)) - math.log(math.exp(2))
-    got = classwise_nce_loss(POINTS, TEXT, LABELS, tau=0.5)
-    assert got.item() == pytest.approx((l0 + l1) / 2, abs=1e-6)
-    assert classwise_nce_loss(POINTS, TEXT, LABELS, reduction="sum").item() == pytest.approx(
-        l0 + l1, abs=1e-6
-    )
+    got = classwise_nce_loss(POINTS, TEXT, LABELS, tau=0.5)  # the paper sums over the classes
+    assert got.item() == pytest.approx(l0 + l1, abs=1e-6)
+    assert classwise_nce_loss(POINTS, TEXT, LABELS, reduction="mean").item() == pytest.approx((l0 + l1) / 2, abs=1e-6)
+
+
+def test_semantic_loss_reduction_option():
+    total = semantic_loss("paper_classwise_nce", POINTS, TEXT, LABELS, tau=0.5)
+    mean = semantic_loss("paper_classwise_nce", POINTS, TEXT, LABELS, tau=0.5, reduction="mean")
+    assert total.item() == pytest.approx(2 * mean.item(), abs=1e-6)  # two pseudo-classes present
+    with pytest.raises(ValueError, match="reduction must be"):
+        semantic_loss("paper_classwise_nce", POINTS, TEXT, LABELS, reduction="max")
 
 
 def test_classwise_nce_infonce_denominator():
     l0 = math.log(math.exp(2) + 1 + math.exp(S2)) - math.log(math.exp(2) + math.exp(S2))
     l1 = math.log(1 + math.exp(2) + math.exp(S2)) - 2
-    got = classwise_nce_loss(POINTS, TEXT, LABELS, tau=0.5, denominator="all")
+    got = classwise_nce_loss(POINTS, TEXT, LABELS, tau=0.5, denominator="all", reduction="mean")
     assert got.item() == pytest.approx((l0 + l1) / 2, abs=1e-6)
 
 

@@ -68,6 +68,8 @@ def test_config_validation_messages(tmp_path):
         load_config(PretrainConfig, {"loss": {"semantic": "kl"}})
     with pytest.raises(ConfigError, match="loss.tau: expected float"):
         load_config(PretrainConfig, {"loss": {"tau": "high"}})
+    with pytest.raises(ConfigError, match="loss.reduction must be 'sum'"):
+        load_config(PretrainConfig, {"loss": {"reduction": "avg"}})
     with pytest.raises(ConfigError, match="label_fraction=2"):
         load_config(FinetuneConfig, {"label_fraction": 2.0})
     with pytest.raises(ConfigError, match="not found"):
