@@ -12,7 +12,7 @@ Recipe (what this script runs, in-process, on CPU):
 Each stage is also a CLI call (``clip2scene train pretrain --config pretrain_synthetic --set ...``);
 the effective configs are written next to the outputs. Prints a table; the last line is JSON.
 
-    .venv/bin/python benchmarks/synthetic_recipe.py --out-dir runs/recipe          # ~25 min on 2 cores
+    .venv/bin/python benchmarks/synthetic_recipe.py --out-dir runs/recipe   # the documented recipe, < 30 min on 2 cores
     .venv/bin/python benchmarks/synthetic_recipe.py --quick --teacher-random       # smoke test
 """
 
@@ -33,11 +33,11 @@ def main() -> int:
     ap.add_argument("--out-dir", default="runs/synthetic_recipe")
     ap.add_argument("--teacher", default="default", help="teacher model/dir for create_teacher (default: bundled)")
     ap.add_argument("--teacher-random", action="store_true", help="random tiny teacher (smoke test only)")
-    ap.add_argument("--pretrain-steps", type=int, default=60)
+    ap.add_argument("--pretrain-steps", type=int, default=180)
     ap.add_argument("--finetune-steps", type=int, default=60)
-    ap.add_argument("--train-scenes", type=int, default=4, help="pre-training scenes (x4 key frames)")
-    ap.add_argument("--val-scenes", type=int, default=2, help="evaluation scenes (x4 key frames)")
-    ap.add_argument("--points-per-ring", type=int, default=540)
+    ap.add_argument("--train-scenes", type=int, default=2, help="pre-training scenes (x4 key frames)")
+    ap.add_argument("--val-scenes", type=int, default=1, help="evaluation scenes (x4 key frames)")
+    ap.add_argument("--points-per-ring", type=int, default=360)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip", default="", help="comma list of stages to skip: s1,finetune")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the plumbing in a few minutes")
