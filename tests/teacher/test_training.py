@@ -56,6 +56,20 @@ def test_train_and_evaluate_stages_write_a_loadable_teacher(tmp_path):
     teacher = create_teacher(out)
     assert teacher.config.input_size == (224, 400) and teacher.config.tile == (112, 200)
 
+    # --transfer-from: a patch-4 teacher on 56x100 crops initialised from the one just trained
+    finer = tmp_path / "teacher_p4"
+    common = ["--data-dir", data, "--train-seeds", "950100", "--frames", "0", "--batch-size", "2", "--no-eval"]
+    args = _parse(
+        train,
+        ["--model-config", "c2s-test-vit-p4", "--transfer-from", str(out), "--out", str(finer), "--steps", "1"]
+        + ["--text-warmup-steps", "0", "--threads", "1", *common],
+    )
+    assert train.run(args) == 0
+    fine = create_teacher(finer)
+    assert fine.config.tile == (56, 100) and fine.stride == 4
+    assert f"--transfer-from {out}" in (finer / "README.md").read_text()
+    assert fine.dense_features(np.zeros((1, 224, 400, 3), np.uint8)).shape == (1, 32, 56, 100)
+
     eval_args = _parse(
         evaluate,
         [

@@ -85,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--init", default=None, help="start from this teacher directory instead of random weights"
     )
+    parser.add_argument(
+        "--transfer-from",
+        default=None,
+        help="teacher directory whose weights initialise a *different* --model-config (e.g. patch 8 -> 4): "
+        "patch kernel block-summed, positional grid resized, first blocks + last block kept",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
@@ -127,6 +133,46 @@ def _text_warmup(teacher, vocab, templates, rng, opt, args) -> float:
             f"{time.perf_counter() - start:.0f} s"
         )
     return time.perf_counter() - start
+
+
+def transfer_weights(src: torch.nn.Module, dst: torch.nn.Module) -> None:
+    """Initialise ``dst`` (an open_clip ViT CLIP) from ``src`` of the same widths but another patch
+    size / tile / depth.
+
+    A patch-p kernel that sums k x k blocks of a patch-(k*p) kernel computes exactly what the larger
+    patch computes on a k-times nearest-upsampled image, so the finer model starts as the trained one
+    run at k-times test-time upsampling. Positional grids are resized; with fewer vision blocks the
+    first ones and the last one (the MaskCLIP value-path block) are kept.
+    """
+    from clip2scene_ros.teacher.dense import resize_grid_embedding
+
+    s_sd, d_sd = src.state_dict(), dst.state_dict()
+    s_vis, d_vis = src.visual, dst.visual
+    n_src, n_dst = len(s_vis.transformer.resblocks), len(d_vis.transformer.resblocks)
+    block_map = list(range(n_dst - 1)) + [n_src - 1] if n_dst <= n_src else list(range(n_dst))
+    if n_dst > n_src:
+        raise ValueError(f"cannot transfer {n_src} vision blocks to a deeper tower ({n_dst})")
+    out = {}
+    for key, value in d_sd.items():
+        src_key = key
+        if key.startswith("visual.transformer.resblocks."):
+            i, rest = key[len("visual.transformer.resblocks.") :].split(".", 1)
+            src_key = f"visual.transformer.resblocks.{block_map[int(i)]}.{rest}"
+        if src_key not in s_sd:
+            raise KeyError(f"{src_key} missing in the source model")
+        w = s_sd[src_key]
+        if key == "visual.conv1.weight" and w.shape != value.shape:
+            k = w.shape[-1] // value.shape[-1]
+            if k * value.shape[-1] != w.shape[-1] or w.shape[:2] != value.shape[:2]:
+                raise ValueError(f"patch kernel {tuple(w.shape)} cannot be block-summed to {tuple(value.shape)}")
+            o, c, p = value.shape[0], value.shape[1], value.shape[-1]
+            w = w.reshape(o, c, p, k, p, k).sum(dim=(3, 5))
+        elif key == "visual.positional_embedding" and w.shape != value.shape:
+            w = resize_grid_embedding(w, tuple(s_vis.grid_size), tuple(d_vis.grid_size))
+        if w.shape != value.shape:
+            raise ValueError(f"{key}: source {tuple(w.shape)} vs target {tuple(value.shape)}")
+        out[key] = w.to(value.dtype)
+    dst.load_state_dict(out)
 
 
 def _batch(images, labels, idx, tile, rng, mean, std):
@@ -178,10 +224,15 @@ def train(args: argparse.Namespace) -> dict:
     images = torch.from_numpy(np.concatenate(all_images))
     labels = torch.from_numpy(np.concatenate(all_labels))
     del all_images, all_labels
+    if args.init and getattr(args, "transfer_from", None):
+        raise ValueError("--init (same architecture) and --transfer-from (another one) exclude each other")
     if args.init:  # continue from an existing teacher directory (same architecture)
         clip = load_open_clip(args.init)
     else:
         clip = load_open_clip(args.model_config, random_init=True)
+        if getattr(args, "transfer_from", None):
+            transfer_weights(load_open_clip(args.transfer_from).model, clip.model)
+            clip.reset_model_id()
     vis = clip.model_cfg["vision_cfg"]
     tile = tuple(vis["image_size"]) if isinstance(vis["image_size"], list) else (vis["image_size"],) * 2
     full = tuple(images.shape[1:3])
@@ -379,11 +430,18 @@ def write_card(out: Path) -> Path:
         + (f" --train-seeds {a['train_seeds']}" if a.get("train_seeds") else "")
         + (" --extra-data " + " ".join(a["extra_data"]) if a.get("extra_data") else "")
         + (f" --init {a['init']}" if a.get("init") else "")
+        + (f" --transfer-from {a['transfer_from']}" if a.get("transfer_from") else "")
+        + (f" --steps {a['steps']}" if a.get("steps") != 2000 else "")
+    )
+    origin = (
+        f"initialised from the teacher in `{a['transfer_from']}` (itself trained from scratch) and trained on"
+        if a.get("transfer_from")
+        else "trained **from scratch** on"
     )
     lines = [
         "# clip2scene tiny teacher (synthetic world)",
         "",
-        "A small open_clip model trained **from scratch** on camera images of the synthetic world "
+        f"A small open_clip model {origin} camera images of the synthetic world "
         "(`clip2scene_ros.sim`). It stands in for a pretrained CLIP ViT-B/16 where no weights can be "
         "downloaded: the demo, the tests and the 3D student's annotation-free training use it by default. "
         "It only knows the synthetic world; use a real open_clip checkpoint for real data.",
@@ -395,8 +453,8 @@ def write_card(out: Path) -> Path:
         f"layers, context {txt['context_length']}, open_clip BPE tokenizer; embedding dim "
         f"{cfg['model_cfg']['embed_dim']}",
         f"- inference: images resized to {cfg['clip2scene']['input_size'][0]}x{cfg['clip2scene']['input_size'][1]} "
-        f"and run as {cfg['clip2scene']['tile'][0]}x{cfg['clip2scene']['tile'][1]} tiles (test-time upsampling: "
-        "an 8-pixel token grid at the training scale), MaskCLIP dense path, prompt templates "
+        f"and run as {cfg['clip2scene']['tile'][0]}x{cfg['clip2scene']['tile'][1]} tiles (the training crop size: "
+        f"a {vis['patch_size']}-pixel token grid at the training scale), MaskCLIP dense path, prompt templates "
         f"`{cfg['clip2scene']['templates']}`",
         f"- `model.safetensors`: {size_mb:.1f} MB, fp16",
         "",
