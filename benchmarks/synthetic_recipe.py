@@ -39,6 +39,8 @@ def main() -> int:
     ap.add_argument("--val-scenes", type=int, default=1, help="evaluation scenes (x4 key frames)")
     ap.add_argument("--points-per-ring", type=int, default=360)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="pre-training config override, e.g. --set optim.lr=0.3 --set augment=false")  # fmt: skip
     ap.add_argument("--skip", default="", help="comma list of stages to skip: s1,finetune")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the plumbing in a few minutes")
     args = ap.parse_args()
@@ -96,7 +98,7 @@ def main() -> int:
     for sweeps in (3, 1):
         if sweeps == 1 and "s1" in skip:
             continue
-        cfg = load_config(PretrainConfig, "pretrain_synthetic", None)
+        cfg = load_config(PretrainConfig, "pretrain_synthetic", args.set or None)
         cfg = load_config(
             PretrainConfig,
             {
@@ -162,6 +164,7 @@ def main() -> int:
         "total_seconds": round(sum(timings.values()), 1),
         "teacher": teacher,
         "steps": {"pretrain": args.pretrain_steps, "finetune": args.finetune_steps},
+        "pretrain_overrides": args.set,
         "threads": args.threads,
         "load_average": os.getloadavg()[0],
     }
