@@ -25,7 +25,7 @@ import numpy as np
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=10)
+    ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--width", type=int, default=800)
     ap.add_argument("--height", type=int, default=450)
     ap.add_argument("--beams", type=int, default=32)
