@@ -125,14 +125,8 @@ def end_to_end(models: dict[str, str], frames, n: int, rate: float) -> dict[str,
         except TimeoutError:
             pass
         lat = [(client.outputs[s][1] - t) * 1e3 for s, t in sent.items() if s in client.outputs]
-        diag_drops = None
-        for arr in reversed(client.diagnostics):
-            for stt in arr.status:
-                if stt.hardware_id.startswith(ns):
-                    diag_drops = int({v.key: v.value for v in stt.values}["drops"])
-                    break
-            if diag_drops is not None:
-                break
+        kv = client.latest_diagnostics(ns)
+        diag_drops = int(kv["drops"]) if kv is not None else None
         return {
             "frames_sent": n,
             "frames_out": len(lat),

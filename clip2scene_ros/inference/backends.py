@@ -134,7 +134,6 @@ class TorchBackend(Backend):
             raise ValueError("fp16 needs a CUDA device; on CPU use precision='bf16' (fp32 accumulation)")
         self.dtype = dtype
         self.model = model.fold_bn().to(device=device, dtype=dtype).eval()
-
         self._text_t: tuple[np.ndarray, torch.Tensor] | None = None  # (the numpy vocabulary, its tensor)
 
     @torch.no_grad()
