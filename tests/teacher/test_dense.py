@@ -72,6 +72,33 @@ def test_tiling_matches_running_each_tile(tiny_teacher):
     torch.testing.assert_close(feats[:, :, :4, 6:], top_right, atol=1e-5, rtol=1e-4)
 
 
+def test_tile_overlap_averages_a_half_tile_shifted_grid(tiny_teacher):
+    overlap = tiny_teacher.with_config(input_size=(128, 192), tile=(64, 96), tile_overlap=True)
+    plain = overlap.with_config(tile_overlap=False)
+    images = np.random.default_rng(2).integers(0, 256, (1, 128, 192, 3), dtype=np.uint8)
+    feats, base = overlap.dense_features(images), plain.dense_features(images)
+    assert feats.shape == base.shape == (1, 32, 8, 12)
+    torch.testing.assert_close(feats.norm(dim=1), torch.ones(1, 8, 12), atol=1e-4, rtol=0)
+    # Patch 16: the second grid starts 40 px down and 56 px right (half a tile in whole tokens
+    # plus half a token), so one of its tiles is the original pixels [24:88, 40:136], read
+    # back at tokens [2:6, 3:9].
+    inner = tiny_teacher.dense_features(images[:, 24:88, 40:136])
+    expected = torch.nn.functional.normalize(base[:, :, 2:6, 3:9] + inner, dim=1)
+    torch.testing.assert_close(feats[:, :, 2:6, 3:9], expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(feats, base, atol=1e-3)
+    with pytest.raises(ValueError, match="tile_overlap needs a tile"):
+        tiny_teacher.with_config(tile_overlap=True)
+
+
+def test_flip_average_is_mirror_symmetric(tiny_teacher):
+    flipped = tiny_teacher.with_config(flip_average=True)
+    images = np.random.default_rng(3).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+    feats = flipped.dense_features(images)
+    mirrored = flipped.dense_features(np.ascontiguousarray(images[:, :, ::-1]))
+    torch.testing.assert_close(mirrored, feats.flip(3), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(feats, tiny_teacher.dense_features(images), atol=1e-3)
+
+
 def test_resnet_attention_pool_value_path(tmp_path):
     import json
 

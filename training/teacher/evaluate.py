@@ -37,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prompt-denoising", type=float, default=None, help="MaskCLIP prompt-denoising threshold"
     )
+    for flag, what in (
+        ("tile-overlap", "average a second tile grid shifted by half a tile"),
+        ("flip-average", "average with the mirrored image"),
+    ):
+        parser.add_argument(
+            f"--{flag}", action=argparse.BooleanOptionalAction, default=None, help=f"{what} (default: the teacher's)"
+        )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
 
 
@@ -129,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
         opts["key_smoothing"] = args.key_smoothing
     if args.prompt_denoising is not None:
         opts["prompt_denoising"] = args.prompt_denoising
+    for name in ("tile_overlap", "flip_average"):
+        if getattr(args, name, None) is not None:
+            opts[name] = getattr(args, name)
     teacher = create_teacher(args.teacher, args.weights, **opts)
     vocab = load_vocabulary(args.vocab)
     seeds = parse_seeds(args.val_seeds) if args.val_seeds else VAL_SEEDS
