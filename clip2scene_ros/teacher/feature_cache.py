@@ -40,6 +40,7 @@ def teacher_fingerprint(teacher: Teacher) -> str:
         str(cfg.tile),
         str(cfg.key_smoothing),
         str(FORMAT_VERSION),
+        f"overlap={cfg.tile_overlap}|flip={cfg.flip_average}",
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
@@ -109,6 +110,8 @@ class DenseFeatureCache:
             "model_id": self.teacher.model_id,
             "input_size": self.teacher.config.input_size,
             "tile": self.teacher.config.tile,
+            "tile_overlap": self.teacher.config.tile_overlap,
+            "flip_average": self.teacher.config.flip_average,
             "chunk_size": self.chunk_size,
             "shape": list(self._shape) if self._shape else None,
             "dtype": "float16",

@@ -49,6 +49,11 @@ def test_invalidated_when_weights_or_options_change(tmp_path, tiny_teacher):
     tiled = tiny_teacher.with_config(input_size=(64, 192), tile=(64, 96))
     other_opts = DenseFeatureCache(tmp_path / "c", tiled)
     assert other_opts.invalidated and len(other_opts) == 0
+    other_opts.features(["a"], images[:1])
+    for change in ({"tile_overlap": True}, {"flip_average": True}):  # test-time averaging changes features
+        changed = DenseFeatureCache(tmp_path / "c", tiled.with_config(**change))
+        assert changed.invalidated and len(changed) == 0
+        changed.features(["a"], images[:1])
     DenseFeatureCache(tmp_path / "c", tiny_teacher).features(["a"], images[:1])
     torch.manual_seed(5)
     retrained = create_teacher("c2s-test-vit", random_init=True, input_size=(64, 96))
