@@ -213,7 +213,7 @@ class Segmenter:
         dense = None
         if cfg.fusion:
             # Online fusion runs the teacher once per image: the offline test-time averaging
-            # (shifted tile grid, mirrored image) would cost 1.6-3x the latency per camera.
+            # (shifted tile grid, mirrored image) would cost 2.7-5.5x the latency per camera.
             single_pass = teacher.with_config(tile_overlap=False, flip_average=False)
 
             def dense(images: np.ndarray) -> np.ndarray:

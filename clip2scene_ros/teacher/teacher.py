@@ -28,7 +28,7 @@ class TeacherConfig:
     # in 224x416 tiles gives a 28x52 grid at the scale the model was trained on).
     tile: tuple[int, int] | None = None
     # Average a second tile grid shifted by about half a tile (image edges reflect-padded), so
-    # no pixel only ever sees the border of a tile: about 1.6x the tiled cost.
+    # no pixel only ever sees the border of a tile: about 2.7x the single-grid cost.
     tile_overlap: bool = False
     # Average with the horizontally mirrored image (2x the cost); dense_features/predict only.
     flip_average: bool = False

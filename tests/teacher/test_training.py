@@ -55,6 +55,7 @@ def test_train_and_evaluate_stages_write_a_loadable_teacher(tmp_path):
     assert log["steps"] == 2 and len(log["loss"]) == 2 and np.isfinite([v for _, v in log["loss"]]).all()
     teacher = create_teacher(out)
     assert teacher.config.input_size == (224, 400) and teacher.config.tile == (112, 200)
+    assert teacher.config.tile_overlap and "tile_overlap" in (out / "README.md").read_text()
 
     # --transfer-from: a patch-4 teacher on 56x100 crops initialised from the one just trained
     finer = tmp_path / "teacher_p4"
