@@ -118,5 +118,10 @@ def test_bundled_teacher_segments_a_held_out_synthetic_frame():
     frame = next(iter(generate_sequence(SimConfig.default(), 950_007, 1, start_frame=60, cameras=True)))
     images = np.stack([c.image for c in frame.cameras])
     labels = np.stack([c.labels for c in frame.cameras])
-    metrics = evaluate_teacher(teacher, images, labels, load_vocabulary("synthetic"))
-    assert metrics["pixel_accuracy"] > 70.0 and metrics["miou"] > 20.0  # random weights: ~5
+    vocab = load_vocabulary("synthetic")
+    metrics = evaluate_teacher(teacher, images, labels, vocab)
+    # Measured 92.2 / 50.0 on this frame (random weights: mIoU ~5); the held-out set gives 54.1.
+    assert metrics["pixel_accuracy"] > 85.0 and metrics["miou"] > 40.0
+    assert teacher.config.tile_overlap  # the shipped configuration averages the shifted tile grid...
+    single = evaluate_teacher(teacher.with_config(tile_overlap=False), images, labels, vocab)
+    assert metrics["miou"] > single["miou"] + 1.0  # ...because it helps (45.8 single pass here)
