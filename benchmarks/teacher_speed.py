@@ -48,15 +48,16 @@ def main() -> int:
     images = np.stack([cam.image for frame in frames for cam in frame.cameras])[: args.images]
 
     teacher = create_teacher(args.teacher)
-    variants = {
-        "single pass": teacher.with_config(tile_overlap=False, flip_average=False),
-        "tile_overlap": teacher.with_config(tile_overlap=True, flip_average=False),
-        "tile_overlap + flip_average": teacher.with_config(tile_overlap=True, flip_average=True),
-    }
+    options = [(False, False), (True, False), (True, True)]
     if teacher.config.tile is None:  # a real CLIP without tiling: only the mirror applies
-        variants = {"single pass": teacher, "flip_average": teacher.with_config(flip_average=True)}
-    ms = {name: cpu_ms_per_image(t, images, args.repeats) for name, t in variants.items()}
-    default_ms = cpu_ms_per_image(teacher, images, args.repeats)
+        options = [(False, False), (False, True)]
+    names = {(False, False): "single pass", (True, False): "tile_overlap", (False, True): "flip_average",
+             (True, True): "tile_overlap + flip_average"}
+    ms = {
+        names[o]: cpu_ms_per_image(teacher.with_config(tile_overlap=o[0], flip_average=o[1]), images, args.repeats)
+        for o in options
+    }
+    default_ms = ms[names[(teacher.config.tile_overlap, teacher.config.flip_average)]]  # the configured variant
     reference_ms = None
     if args.reference:
         reference_ms = cpu_ms_per_image(create_teacher(args.reference), images, args.repeats)
