@@ -31,8 +31,8 @@ setup(
     version=_version(),
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"])
     + ["clip2scene_training"]
-    + [f"clip2scene_training.{p}" for p in find_packages("training")],
-    package_dir={"clip2scene_training": "training"},
+    + [f"clip2scene_training.{p}" for p in find_packages("training/clip2scene_training")],
+    package_dir={"clip2scene_training": "training/clip2scene_training"},
     package_data={PACKAGE: ["models/configs/*.json", "assets/**/*"]},
     include_package_data=True,
     data_files=[
@@ -40,6 +40,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         *_tree("launch"),
         *_tree("config"),
+        *_tree("training/configs"),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

@@ -78,7 +78,7 @@ done
 
 echo "[setup] installing clip2scene_ros (editable) and its share/ files"
 # Editable install: code edits take effect without reinstalling (clip2scene_training maps to
-# training/). PEP 660 editable installs skip data_files, so link share/clip2scene_ros to the
+# training/clip2scene_training/). PEP 660 editable installs skip data_files, so link share/clip2scene_ros to the
 # source tree instead, as `colcon build --symlink-install` does; the ament index then finds it.
 pip_q install -q --no-deps --no-build-isolation -e "$ROOT"
 SHARE=$VENV/share/clip2scene_ros

@@ -7,6 +7,7 @@ Every section is a dataclass; unknown keys, wrong types and bad values raise
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,7 +32,15 @@ __all__ = [
     "CONFIG_DIR",
 ]
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+def _config_dir() -> Path:
+    """training/configs in a source tree or editable install; share/clip2scene_ros/... in a wheel."""
+    source = Path(__file__).resolve().parent.parent / "configs"
+    if source.is_dir():
+        return source
+    return Path(sys.prefix) / "share" / "clip2scene_ros" / "training" / "configs"
+
+
+CONFIG_DIR = _config_dir()
 T = TypeVar("T")
 
 
