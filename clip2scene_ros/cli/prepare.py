@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clip2scene_training.datasets.scannet_sens import SensFormatError, export_frames
+    from clip2scene_ros.datasets.scannet_sens import SensFormatError, export_frames
 
     root = Path(args.root)
     scans = root / "scans"

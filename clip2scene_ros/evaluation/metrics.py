@@ -1,9 +1,10 @@
 """Segmentation metrics and the class mapping between a model vocabulary and ground truth.
 
-Conventions (shared with the offline evaluator ``clip2scene_training.evaluate``, whose counting and
-IoU functions are used here): ground-truth id 0 is "ignore" and never counts; a predicted id that
-maps to 0 (the node's "not segmented" label, or a vocabulary class without a ground-truth
-counterpart) counts as a miss; classes absent from the ground truth are left out of the mean.
+Conventions (replay, offline bag evaluation and the training package's evaluator all count with
+:func:`confusion_matrix` and :func:`iou_from_confusion`): ground-truth id 0 is "ignore" and never
+counts; a predicted id that maps to 0 (the node's "not segmented" label, or a vocabulary class
+without a ground-truth counterpart) counts as a miss; classes absent from the ground truth are left
+out of the mean.
 """
 
 from __future__ import annotations
@@ -100,6 +101,31 @@ def resolve_label_mapping(
     return LabelMapping(lut, gt_names, f"by class name ({matched} of {len(classes)} classes matched)")
 
 
+def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
+    """[C+1, C+1] counts (rows = ground truth, cols = prediction) over ids 0..C (0 = ignore)."""
+    pred = np.clip(np.asarray(pred, dtype=np.int64), 0, num_classes)
+    gt = np.asarray(gt, dtype=np.int64)
+    if gt.min(initial=0) < 0 or gt.max(initial=0) > num_classes:
+        raise ValueError(f"ground-truth ids must be within 0..{num_classes}, got {gt.min()}..{gt.max()}")
+    return np.bincount(gt * (num_classes + 1) + pred, minlength=(num_classes + 1) ** 2).reshape(
+        num_classes + 1, num_classes + 1
+    )
+
+
+def iou_from_confusion(conf: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-class IoU for ids 1..C (NaN for classes absent from the ground truth) and their mean.
+
+    Ground-truth-ignored points (row 0) are dropped; predictions of 0 count as misses."""
+    c = conf[1:, :].astype(np.float64)  # labelled rows only
+    tp = np.diag(c[:, 1:])
+    gt = c.sum(1)
+    pred = c[:, 1:].sum(0)
+    union = gt + pred - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(gt > 0, tp / union, np.nan)
+    return iou, float(np.nanmean(iou) * 100) if np.isfinite(iou).any() else float("nan")
+
+
 class ConfusionMatrix:
     """Rows: ground truth 0..N (row 0 ignored); columns: prediction 0..N (0 = no class)."""
 
@@ -113,8 +139,6 @@ class ConfusionMatrix:
         return len(self.class_names)
 
     def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
-        from clip2scene_training.evaluate import confusion_matrix  # the offline evaluator's counting
-
         pred, gt = np.asarray(pred).astype(np.int64).ravel(), np.asarray(gt).astype(np.int64).ravel()
         if pred.shape != gt.shape:
             raise ValueError(f"{len(pred)} predictions for {len(gt)} ground-truth labels: point order differs")
@@ -127,8 +151,6 @@ class ConfusionMatrix:
 
     def iou(self) -> np.ndarray:
         """float [N]: IoU per class, NaN for classes absent from the ground truth (offline convention)."""
-        from clip2scene_training.evaluate import iou_from_confusion
-
         return iou_from_confusion(self.matrix)[0]
 
     def miou(self) -> float:

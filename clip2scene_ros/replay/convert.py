@@ -8,8 +8,8 @@
   message set per scan; labels as the 19 train ids; LiDAR frame = the velodyne frame; poses are
   not converted (``/tf`` is identity).
 
-Reading reuses the training package's dataset adapters (``clip2scene_training.datasets``), so the
-label tables and calibration maths are the ones the offline evaluation uses. The bag records the
+Reading uses the dataset adapters of ``clip2scene_ros.datasets``, so the label tables and
+calibration maths are the ones training and offline evaluation use. The bag records the
 label taxonomy in its ``custom_data`` (``clip2scene.gt_taxonomy``), which replay reads.
 """
 
@@ -26,16 +26,13 @@ TAXONOMY = {"nuscenes": "nuscenes16", "semantickitti": "semantickitti19"}
 
 
 def _dataset_class(fmt: str):
-    try:
-        if fmt == "nuscenes":
-            from clip2scene_training.datasets.nuscenes import NuScenesDataset as cls
-        else:
-            from clip2scene_training.datasets.semantickitti import SemanticKITTIDataset as cls
-    except ImportError as e:  # a robot install may ship without the training package
-        raise ImportError(
-            "converting datasets needs the clip2scene_training package (pip install -e . from the repository)"
-        ) from e
-    return cls
+    if fmt == "nuscenes":
+        from clip2scene_ros.datasets.nuscenes import NuScenesDataset
+
+        return NuScenesDataset
+    from clip2scene_ros.datasets.semantickitti import SemanticKITTIDataset
+
+    return SemanticKITTIDataset
 
 
 def _frame(index: int, stamp_ns: int, sample, lidar_to_ego: np.ndarray, ego_pose: np.ndarray):

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from clip2scene_ros.evaluation.metrics import ConfusionMatrix, LabelMapping, latency_summary, resolve_label_mapping
-from clip2scene_ros.evaluation.offline import gt_taxonomy_of
 from clip2scene_ros.evaluation.report import BevFrame, QueryPlot, write_report
 from clip2scene_ros.replay import bag as B
+from clip2scene_ros.replay.offline import gt_taxonomy_of
 
 STARTUP_TIMEOUT_S = 120.0  # node start on 2 shared cores: ROS bootstrap + torch + models + warm-up
 

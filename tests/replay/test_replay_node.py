@@ -62,7 +62,7 @@ def _options(bag, node, **kw):
 
 
 def test_replay_miou_equals_offline_evaluation(node, labelled_bag, offline_segmenter, tmp_path):
-    from clip2scene_ros.evaluation.offline import evaluate_bag_offline
+    from clip2scene_ros.replay.offline import evaluate_bag_offline
     from clip2scene_ros.replay.player import replay
 
     res = replay(_options(labelled_bag, node, queries=["a parked car"], query_top_k=100))

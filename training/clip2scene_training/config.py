@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
 from clip2scene_training.losses import SEMANTIC_LOSSES, SPATIAL_TEMPORAL_LOSSES
 
 __all__ = [
@@ -55,7 +56,7 @@ class DataConfig:
     pairing: dict = field(default_factory=dict)  # PairingConfig fields
 
     def validate(self, where: str) -> None:
-        from clip2scene_training.datasets import DATASETS
+        from clip2scene_ros.datasets import DATASETS
 
         if self.kind not in DATASETS:
             raise ConfigError(f"{where}.kind={self.kind!r}: use one of {list(DATASETS)}")

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+
+from clip2scene_ros.evaluation.metrics import confusion_matrix, iou_from_confusion
 from clip2scene_training.config import EvaluateConfig, TeacherSpec, config_to_dict, load_config
 
 HELP = "evaluate a student: annotation-free (text) or fine-tuned mIoU, per-class IoU, confusion matrix"
@@ -33,32 +35,6 @@ __all__ = [
     "evaluate",
     "write_report",
 ]
-
-
-# --- metrics ----------------------------------------------------------------------------------
-def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
-    """[C+1, C+1] counts (rows = ground truth, cols = prediction) over ids 0..C (0 = ignore)."""
-    pred = np.clip(np.asarray(pred, dtype=np.int64), 0, num_classes)
-    gt = np.asarray(gt, dtype=np.int64)
-    if gt.min(initial=0) < 0 or gt.max(initial=0) > num_classes:
-        raise ValueError(f"ground-truth ids must be within 0..{num_classes}, got {gt.min()}..{gt.max()}")
-    return np.bincount(gt * (num_classes + 1) + pred, minlength=(num_classes + 1) ** 2).reshape(
-        num_classes + 1, num_classes + 1
-    )
-
-
-def iou_from_confusion(conf: np.ndarray) -> tuple[np.ndarray, float]:
-    """Per-class IoU for ids 1..C (NaN for classes absent from the ground truth) and their mean.
-
-    Ground-truth-ignored points (row 0) are dropped; predictions of 0 count as misses."""
-    c = conf[1:, :].astype(np.float64)  # labelled rows only
-    tp = np.diag(c[:, 1:])
-    gt = c.sum(1)
-    pred = c[:, 1:].sum(0)
-    union = gt + pred - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(gt > 0, tp / union, np.nan)
-    return iou, float(np.nanmean(iou) * 100) if np.isfinite(iou).any() else float("nan")
 
 
 # --- class maps (cross-dataset) ---------------------------------------------------------------
@@ -145,7 +121,7 @@ def load_student(
 
 # --- evaluation ---------------------------------------------------------------------------------
 def evaluate(cfg: EvaluateConfig) -> dict:
-    from clip2scene_training.datasets import create_dataset
+    from clip2scene_ros.datasets import create_dataset
     from clip2scene_training.targets import compute_targets
 
     if cfg.num_threads:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from clip2scene_training.config import FinetuneConfig, config_to_dict, load_config
 from clip2scene_training.losses import lovasz_softmax
 from clip2scene_training.pretrain import KILL_ENV, StudentForward
@@ -92,7 +93,7 @@ def train(cfg: FinetuneConfig, resume: str = "auto") -> dict:
     out_dir, device = Path(cfg.out_dir), cfg.device
 
     # -- data ------------------------------------------------------------------------------------
-    from clip2scene_training.datasets import create_dataset
+    from clip2scene_ros.datasets import create_dataset
 
     full = create_dataset(cfg.data.kind, cfg.data.pairing, **cfg.data.options)
     subset = select_fraction(len(full), cfg.label_fraction, cfg.fraction_mode, cfg.seed)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from clip2scene_training.config import PretrainConfig, config_to_dict, load_config
 from clip2scene_training.losses import semantic_loss, spatial_temporal_loss
 from clip2scene_training.targets import SampleTargets, compute_targets
@@ -94,8 +95,7 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
     device = cfg.device
 
     # -- data and teacher ----------------------------------------------------------------------
-    from clip2scene_training.datasets import create_dataset
-
+    from clip2scene_ros.datasets import create_dataset
     from clip2scene_ros.models import create_model
 
     dataset = create_dataset(cfg.data.kind, cfg.data.pairing, **cfg.data.options)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from clip2scene_training.datasets import Sample
 
+from clip2scene_ros.datasets import Sample
 from clip2scene_ros.geometry import grid_groups
 
 __all__ = ["SweepTargets", "SampleTargets", "compute_targets", "sample_pixels"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from clip2scene_training.datasets.base import CameraFrame, PairingConfig, PointCloudDataset, Sample, Sweep
-from clip2scene_training.datasets.labels import SEMANTICKITTI_CLASSES_19, map_semantickitti
 
+from clip2scene_ros.datasets.base import CameraFrame, PairingConfig, PointCloudDataset, Sample, Sweep
+from clip2scene_ros.datasets.labels import SEMANTICKITTI_CLASSES_19, map_semantickitti
 from clip2scene_ros.geometry import (
     kitti_camera_from_velodyne,
     kitti_intrinsics,

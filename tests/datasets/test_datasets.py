@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from clip2scene_training.datasets import PairingConfig, create_dataset
-from clip2scene_training.datasets.labels import (
+
+from clip2scene_ros.datasets import PairingConfig, create_dataset
+from clip2scene_ros.datasets.labels import (
     NUSCENES_CLASSES_16,
     NUSCENES_FINE_CLASSES_32,
     SEMANTICKITTI_CLASSES_19,
@@ -200,10 +201,10 @@ def test_scannet_sens_recordings_are_prepared_into_frames(tmp_path):
     import io
     import zlib
 
-    from clip2scene_training.datasets.scannet_sens import SensFrame, SensHeader, read_sens, write_sens
     from PIL import Image
 
     from clip2scene_ros.cli.main import main
+    from clip2scene_ros.datasets.scannet_sens import SensFrame, SensHeader, read_sens, write_sens
 
     scene = "scene0000_00"
     _tiny_scannet_scan(tmp_path, scene)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clip2scene_training.datasets.base import (
+from clip2scene_ros.datasets.base import (
     CameraFrame,
     PairingConfig,
     PointCloudDataset,
@@ -31,7 +31,7 @@ def create_dataset(kind: str, pairing: dict[str, Any] | None = None, **options: 
     """``create_dataset("nuscenes", root=..., version="v1.0-mini", num_sweeps=3)`` etc."""
     pair_cfg = PairingConfig(**(pairing or {}))
     if kind == "synthetic":
-        from clip2scene_training.datasets.synthetic import SyntheticDataset
+        from clip2scene_ros.datasets.synthetic import SyntheticDataset
 
         sim = options.pop("sim_config", None)
         if isinstance(sim, (str, dict)):
@@ -44,15 +44,15 @@ def create_dataset(kind: str, pairing: dict[str, Any] | None = None, **options: 
             )
         return SyntheticDataset(sim_config=sim, pairing=pair_cfg, **options)
     if kind == "nuscenes":
-        from clip2scene_training.datasets.nuscenes import NuScenesDataset
+        from clip2scene_ros.datasets.nuscenes import NuScenesDataset
 
         return NuScenesDataset(pairing=pair_cfg, **options)
     if kind == "semantickitti":
-        from clip2scene_training.datasets.semantickitti import SemanticKITTIDataset
+        from clip2scene_ros.datasets.semantickitti import SemanticKITTIDataset
 
         return SemanticKITTIDataset(pairing=pair_cfg, **options)
     if kind == "scannet":
-        from clip2scene_training.datasets.scannet import ScanNetDataset
+        from clip2scene_ros.datasets.scannet import ScanNetDataset
 
         return ScanNetDataset(pairing=pair_cfg, **options)
     raise ValueError(f"unknown dataset {kind!r}; choose one of {DATASETS}")

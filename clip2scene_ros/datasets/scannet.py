@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from clip2scene_training.datasets.base import CameraFrame, PairingConfig, PointCloudDataset, Sample, Sweep
-from clip2scene_training.datasets.labels import SCANNET_CLASSES_20, map_scannet_nyu40
 
+from clip2scene_ros.datasets.base import CameraFrame, PairingConfig, PointCloudDataset, Sample, Sweep
+from clip2scene_ros.datasets.labels import SCANNET_CLASSES_20, map_scannet_nyu40
 from clip2scene_ros.geometry import invert_transform
 
 _PLY_TYPES = {"char": "i1", "uchar": "u1", "short": "i2", "ushort": "u2", "int": "i4", "uint": "u4",

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from clip2scene_training.datasets.base import CameraFrame, PairingConfig, PointCloudDataset, Sample, Sweep
 
+from clip2scene_ros.datasets.base import CameraFrame, PairingConfig, PointCloudDataset, Sample, Sweep
 from clip2scene_ros.geometry import compose, invert_transform, register_sweep
 
 

@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from clip2scene_training.datasets.base import CameraFrame, PairingConfig, PointCloudDataset, Sample, Sweep
-from clip2scene_training.datasets.labels import NUSCENES_CLASSES_16, nuscenes_fine_to_coarse_lut
 
+from clip2scene_ros.datasets.base import CameraFrame, PairingConfig, PointCloudDataset, Sample, Sweep
+from clip2scene_ros.datasets.labels import NUSCENES_CLASSES_16, nuscenes_fine_to_coarse_lut
 from clip2scene_ros.geometry import nuscenes_camera_from_lidar, nuscenes_record_transform, register_sweep
 from clip2scene_ros.geometry.sweeps import remove_ego_points
 

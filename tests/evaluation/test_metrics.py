@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clip2scene_ros.evaluation.metrics import ConfusionMatrix, latency_summary, resolve_label_mapping
+from clip2scene_ros.evaluation.metrics import (
+    ConfusionMatrix,
+    confusion_matrix,
+    iou_from_confusion,
+    latency_summary,
+    resolve_label_mapping,
+)
 
 
 def test_confusion_and_iou_by_hand():
@@ -46,3 +52,18 @@ def test_latency_summary():
     s = latency_summary([10.0, 20.0, 30.0, 40.0])
     assert s["count"] == 4 and s["p50"] == 25.0 and s["max"] == 40.0
     assert latency_summary([]) == {"count": 0}
+
+
+def test_iou_hand_computed():
+    gt = np.array([1, 1, 1, 2, 2, 0, 0, 3])
+    pred = np.array([1, 1, 2, 2, 0, 1, 3, 3])
+    conf = confusion_matrix(pred, gt, 3)
+    assert conf.sum() == 8 and conf[0].sum() == 2  # ignored ground truth is kept in row 0
+    iou, miou = iou_from_confusion(conf)
+    # class 1: tp 2, gt 3, pred 2 -> 2/3; class 2: tp 1, gt 2, pred 2 -> 1/3; class 3: tp 1, gt 1, pred 1 -> 1.
+    np.testing.assert_allclose(iou, [2 / 3, 1 / 3, 1.0])
+    assert miou == pytest.approx(100 * (2 / 3 + 1 / 3 + 1) / 3)
+    iou, _ = iou_from_confusion(confusion_matrix(np.array([1, 1]), np.array([1, 1]), 3))
+    assert iou[0] == 1.0 and np.isnan(iou[1:]).all()  # absent classes do not count
+    with pytest.raises(ValueError, match="ground-truth ids"):
+        confusion_matrix(np.array([1]), np.array([7]), 3)
