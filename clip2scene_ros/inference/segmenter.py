@@ -22,6 +22,7 @@ from clip2scene_ros.teacher.vocabulary import Vocabulary, VocabularyError
 from clip2scene_ros.teacher.vocabulary import load_vocabulary as load_vocabulary_file
 
 from .backends import CLASS_COSINE, CLASS_INDEX, INV_NORM, VocabularyHead, classify_numpy
+from .relevance import DEFAULT_TEMPERATURE, GENERIC_PHRASES, Canonicals, relevance_from_cosines
 
 log = logging.getLogger(__name__)
 
@@ -100,18 +101,35 @@ class SegmentResult:
 
     def similarity(self, text_embedding: np.ndarray) -> np.ndarray:
         """float32 [P] cosine similarity per point; -1 for points that were not processed."""
-        out = np.full(self.num_points, -1.0, dtype=np.float32)
+        return self.to_points(self.row_cosines(text_embedding[None])[:, 0], -1.0)
+
+    def row_cosines(self, text_embeddings: np.ndarray) -> np.ndarray:
+        """float32 [R, T] cosine of every feature row to unit text embeddings [T, D]."""
+        cos = self.features @ np.asarray(text_embeddings, np.float32).T
+        return cos * self.inv_norm[:, None] if self.inv_norm is not None else cos
+
+    def to_points(self, row_values: np.ndarray, fill: float) -> np.ndarray:
+        """float32 [P] per-point values from per-row ones; ``fill`` where a point was not processed."""
+        out = np.full(self.num_points, fill, dtype=np.float32)
         if self.indices.size:
-            sim = self.features @ text_embedding.astype(np.float32)
-            if self.inv_norm is not None:
-                sim = sim * self.inv_norm
-            out[self.indices] = sim if self.rows is None else _gather_rows(sim, self.rows, -1.0)
+            out[self.indices] = row_values if self.rows is None else _gather_rows(row_values, self.rows, fill)
         return out
 
     def unit_features(self) -> np.ndarray:
         """[K, D] L2-normalised features of the processed points."""
         f = self.features if self.inv_norm is None else self.features * self.inv_norm[:, None]
         return f if self.rows is None else _gather_rows(f, self.rows, 0.0)
+
+
+@dataclass(frozen=True)
+class _VocabularyState:
+    """Everything derived from one vocabulary, swapped as a unit."""
+
+    vocabulary: Vocabulary
+    text_embeddings: np.ndarray  # float32 [C, D]
+    label_ids: np.ndarray  # uint16 [C]
+    head: VocabularyHead
+    canonicals: Canonicals
 
 
 @dataclass
@@ -177,6 +195,8 @@ class Segmenter:
         fusion_weight: float = 0.5,
         text_cache_size: int = 256,
         seed: int = 0,
+        query_temperature: float = DEFAULT_TEMPERATURE,
+        generic_phrases: Sequence[str] = GENERIC_PHRASES,
     ) -> None:
         self.backend = backend
         self._encode_text = encode_text
@@ -189,9 +209,11 @@ class Segmenter:
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = text_cache_size
         self._text_lock = threading.Lock()  # text encoders (torch modules) are not re-entrant
+        self._vocab_lock = threading.Lock()  # one vocabulary change at a time, last call wins
         self._rng = np.random.default_rng(seed)
-        self.vocabulary: Vocabulary | None = None
-        self.text_embeddings = np.zeros((0, 0), dtype=np.float32)
+        self.query_temperature = float(query_temperature)
+        self.generic_phrases = tuple(generic_phrases)
+        self._state: _VocabularyState | None = None
         self.vocabulary_encodings = 0  # how often a vocabulary was encoded (for tests/diagnostics)
         self.set_vocabulary(vocabulary)
 
@@ -243,29 +265,58 @@ class Segmenter:
 
     # -- vocabulary ----------------------------------------------------------------------------
 
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return self._state.vocabulary
+
+    @property
+    def text_embeddings(self) -> np.ndarray:
+        """float32 [C, D] unit class embeddings (synonyms averaged)."""
+        return self._state.text_embeddings
+
+    @property
+    def label_ids(self) -> np.ndarray:
+        return self._state.label_ids
+
+    @property
+    def canonicals(self) -> Canonicals:
+        return self._state.canonicals
+
+    @property
+    def _classifier(self) -> tuple[VocabularyHead, np.ndarray]:
+        """(vocabulary head, label ids) of the current vocabulary, read together."""
+        state = self._state
+        return state.head, state.label_ids
+
     def set_vocabulary(self, vocabulary: Vocabulary | str | Sequence[str]) -> bool:
-        """Switch vocabulary; encodes its text once. Returns False if nothing changed."""
+        """Switch vocabulary; encodes its text once. Returns False if nothing changed.
+
+        Safe to call from any thread while frames are segmented: the new classifier, label ids and
+        query canonicals replace the old ones as one object, a frame in flight keeps the state it
+        started with, and concurrent calls apply in call order (the last one wins).
+        """
         vocab = vocabulary if isinstance(vocabulary, Vocabulary) else load_vocabulary(vocabulary)
-        if self.vocabulary is not None and (vocab.ids, vocab.prompt_names()) == (
-            self.vocabulary.ids,
-            self.vocabulary.prompt_names(),
-        ):
-            return False
-        groups = vocab.prompt_names()  # synonyms per class; their embeddings are averaged
-        emb = self.encode_text([n for g in groups for n in g])
-        rows, start = [], 0
-        for g in groups:
-            v = emb[start : start + len(g)].mean(axis=0)
-            rows.append(v / max(np.linalg.norm(v), 1e-12))
-            start += len(g)
-        self.text_embeddings = np.stack(rows).astype(np.float32)
-        self.label_ids = np.array(vocab.ids, dtype=np.uint16)
-        # swapped as one tuple: a frame in flight keeps a consistent (classifier, label ids) pair
-        text_t = np.ascontiguousarray(self.text_embeddings.T)  # [D, C]
-        self._classifier = (VocabularyHead(self.head, text_t), self.label_ids)
-        self.vocabulary = vocab
-        self.vocabulary_encodings += 1
-        return True
+        with self._vocab_lock:
+            cur = self._state
+            if cur is not None and (vocab.ids, vocab.prompt_names()) == (
+                cur.vocabulary.ids,
+                cur.vocabulary.prompt_names(),
+            ):
+                return False
+            groups = vocab.prompt_names()  # synonyms per class; their embeddings are averaged
+            emb = self.encode_text([n for g in groups for n in g] + list(self.generic_phrases))
+            rows, start = [], 0
+            for g in groups:
+                v = emb[start : start + len(g)].mean(axis=0)
+                rows.append(v / max(np.linalg.norm(v), 1e-12))
+                start += len(g)
+            text = np.stack(rows).astype(np.float32)
+            label_ids = np.array(vocab.ids, dtype=np.uint16)
+            canon = Canonicals.build(text, vocab.class_names, emb[start:], self.generic_phrases)
+            head = VocabularyHead(self.head, np.ascontiguousarray(text.T))  # [D, C]
+            self._state = _VocabularyState(vocab, text, label_ids, head, canon)
+            self.vocabulary_encodings += 1
+            return True
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """[T, D] float32 L2-normalised text embeddings (cached per string)."""
@@ -331,7 +382,8 @@ class Segmenter:
                 0,
                 timings,
             )
-        vocabulary_head, label_ids = self._classifier
+        state = self._state  # one consistent vocabulary for the whole frame
+        vocabulary_head, label_ids = state.head, state.label_ids
         sub = points if idx.size == P else points[idx]  # the common all-valid case needs no copy
         if not np.isfinite(sub[:, 3:]).all():
             sub = sub.copy()
@@ -432,6 +484,18 @@ class Segmenter:
     def query(self, text: str, result: SegmentResult) -> np.ndarray:
         """float32 [P] cosine similarity of every point of ``result`` to ``text``."""
         return result.similarity(self.encode_text([text])[0])
+
+    def relevance(self, text: str, result: SegmentResult) -> np.ndarray:
+        """float32 [P] calibrated relevance of every point to ``text`` (``inference.relevance``).
+
+        >= 0.5: no competing phrase (vocabulary class or generic background phrase) describes the
+        point better; 0 for points that were not segmented.
+        """
+        query = self.encode_text([text])[0]
+        canon = self._state.canonicals
+        comp = canon.embeddings[canon.competitors(query)]
+        cos = result.row_cosines(np.concatenate([query[None], comp]))
+        return result.to_points(relevance_from_cosines(cos[:, 0], cos[:, 1:], self.query_temperature), 0.0)
 
 
 def project_points(

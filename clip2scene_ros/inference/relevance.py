@@ -1,0 +1,73 @@
+"""Calibrated open-vocabulary relevance: is a phrase the best description of a point?
+
+A raw cosine similarity means nothing on its own: its scale differs per model and per phrase.
+Following LERF and OpenScene, a point's relevance to a query is measured against competing
+("canonical") phrases: the active vocabulary's classes plus a few generic background phrases.
+For each canonical the pairwise softmax ``exp(s_q / T) / (exp(s_q / T) + exp(s_c / T))`` says how
+much better the query describes the point than that canonical; the relevance is the minimum over
+canonicals, ``sigmoid((s_q - max_c s_c) / T)``. So relevance >= 0.5 means "the query describes this
+point at least as well as every alternative", whatever the model.
+
+A canonical that merely rewords the query ("a parked car" vs the class "car") is no alternative:
+it is left out when the query is closer to it in text space than any two distinct vocabulary
+classes are to each other (the text encoder's own notion of "different classes").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# LERF's canonical background phrases: they absorb points that no specific phrase describes.
+GENERIC_PHRASES: tuple[str, ...] = ("object", "things", "stuff", "texture")
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_TEMPERATURE = 0.01  # CLIP's logit scale of 100; only the spread of scores depends on it
+SYNONYM_MARGIN = 0.02
+
+
+@dataclass(frozen=True)
+class Canonicals:
+    """Competing phrases of one vocabulary, encoded once per vocabulary change."""
+
+    embeddings: np.ndarray  # float32 [K, D] unit rows: vocabulary classes, then generic phrases
+    names: tuple[str, ...]
+    synonym_similarity: float  # text cosine above which a canonical rewords the query
+
+    @classmethod
+    def build(
+        cls, class_embeddings: np.ndarray, class_names: Sequence[str], generic: np.ndarray, generic_names: Sequence[str]
+    ) -> Canonicals:
+        classes = np.asarray(class_embeddings, np.float32)
+        gram = classes @ classes.T
+        np.fill_diagonal(gram, -1.0)
+        closest_pair = float(gram.max()) if len(classes) > 1 else 0.0
+        emb = np.concatenate([classes, np.asarray(generic, np.float32).reshape(-1, classes.shape[1])])
+        return cls(
+            np.ascontiguousarray(emb),
+            (*class_names, *generic_names),
+            min(closest_pair + SYNONYM_MARGIN, 0.999),
+        )
+
+    def competitors(self, query: np.ndarray) -> np.ndarray:
+        """Indices of the canonicals that compete with ``query`` [D] (not rewordings of it)."""
+        return np.flatnonzero(self.embeddings @ query < self.synonym_similarity)
+
+
+def relevance_from_cosines(query_cos: np.ndarray, competitor_cos: np.ndarray, temperature: float) -> np.ndarray:
+    """float32 relevance from cosines [R] of the query and [R, K] of its competitors."""
+    if competitor_cos.shape[1] == 0:  # nothing competes: every point is described by the query
+        return np.ones(len(query_cos), np.float32)
+    margin = query_cos - competitor_cos.max(axis=1)
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-margin / temperature))).astype(np.float32)
+
+
+def relevance_rows(
+    unit_rows: np.ndarray, query: np.ndarray, canonicals: Canonicals, temperature: float = DEFAULT_TEMPERATURE
+) -> np.ndarray:
+    """Relevance [R] of unit feature rows [R, D] to the unit query embedding [D]."""
+    comp = canonicals.embeddings[canonicals.competitors(query)]
+    cos = unit_rows @ np.concatenate([query[None].astype(np.float32), comp]).T
+    return relevance_from_cosines(cos[:, 0], cos[:, 1:], temperature)
