@@ -120,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         q_iou.append(qi)
         p_iou.extend(ps)
         rows.append((n, seg_iou[ci], class_phrases[n], qi, PARAPHRASES[n], ps))
-    print(f"{args.frames} frames of test seed {seed}; {len(phrases)} phrases; {elapsed:.1f} s; "
-          f"threads={args.threads}; answer = relevance >= {DEFAULT_THRESHOLD}")
+    print(
+        f"{args.frames} frames of test seed {seed}; {len(phrases)} phrases; {elapsed:.1f} s; "
+        f"threads={args.threads}; answer = relevance >= {DEFAULT_THRESHOLD}"
+    )
     print(f"{'class':14s} {'seg IoU':>8s} {'class phrase':>22s} {'IoU':>6s}   paraphrases (IoU)")
     for n, si, cp, qi, ps, pi in rows:
         para = ", ".join(f"'{p}' {v * 100:.1f}" for p, v in zip(ps, pi, strict=True))
@@ -130,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     query_miou = float(np.mean(q_iou)) * 100
     para_miou = float(np.mean(p_iou)) * 100
     ratio = query_miou / max(seg_miou, 1e-9)
-    print(f"segmentation mIoU {seg_miou:.1f}; query mIoU {query_miou:.1f} ({ratio:.2f}x, target >= 0.9x); "
-          f"paraphrase mIoU {para_miou:.1f}")
+    print(
+        f"segmentation mIoU {seg_miou:.1f}; query mIoU {query_miou:.1f} ({ratio:.2f}x, target >= 0.9x); "
+        f"paraphrase mIoU {para_miou:.1f}"
+    )
     print(json.dumps({
         "query_miou": round(query_miou, 2), "paraphrase_miou": round(para_miou, 2),
         "segmentation_miou": round(seg_miou, 2), "ratio": round(ratio, 3), "target_met": ratio >= 0.9,
