@@ -23,6 +23,7 @@ STAGES: dict[str, dict[str, tuple[str, str]]] = {
     "evaluate": {
         "teacher": ("clip2scene_training.teacher.evaluate", "pixel mIoU of a CLIP teacher on synthetic images"),
         "student": ("clip2scene_training.evaluate", "annotation-free or fine-tuned 3D mIoU of a student"),
+        "scans": ("clip2scene_ros.evaluation.scans", "mIoU of a student on labelled real LiDAR scans"),
     },
 }
 
