@@ -15,6 +15,7 @@ classes are to each other (the text encoder's own notion of "different classes")
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -71,3 +72,39 @@ def relevance_rows(
     comp = canonicals.embeddings[canonicals.competitors(query)]
     cos = unit_rows @ np.concatenate([query[None].astype(np.float32), comp]).T
     return relevance_from_cosines(cos[:, 0], cos[:, 1:], temperature)
+
+
+class QueryRateLimited(ValueError):
+    """More new (never encoded) query phrases per second than the node accepts."""
+
+
+class PhraseRateLimiter:
+    """Token bucket over NEW query phrases: repeated phrases are cached and always free, but every new
+    one costs a text-encoder pass and a cache entry, so a peer sending endless distinct phrases is
+    refused (with a message) instead of starving inference of CPU."""
+
+    def __init__(self, per_second: float, burst: int, clock=None) -> None:  # noqa: ANN001 - a callable
+        import time
+
+        if per_second <= 0 or burst < 1:
+            raise ValueError(f"phrase rate limit needs per_second > 0 and burst >= 1, got {per_second}, {burst}")
+        self.per_second, self.burst = float(per_second), int(burst)
+        self._clock = clock or time.monotonic
+        self._tokens = float(burst)
+        self._last = self._clock()
+        self._lock = threading.Lock()
+        self.refused = 0
+
+    def acquire(self) -> None:
+        """Take one token or raise :class:`QueryRateLimited`."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.per_second)
+            self._last = now
+            if self._tokens < 1:
+                self.refused += 1
+                raise QueryRateLimited(
+                    f"too many new query phrases: at most {self.per_second:g} per second (burst {self.burst}); "
+                    "repeated phrases are not limited, retry shortly"
+                )
+            self._tokens -= 1

@@ -22,7 +22,13 @@ from clip2scene_ros.teacher.vocabulary import Vocabulary, VocabularyError
 from clip2scene_ros.teacher.vocabulary import load_vocabulary as load_vocabulary_file
 
 from .backends import CLASS_COSINE, CLASS_INDEX, INV_NORM, VocabularyHead, classify_numpy
-from .relevance import DEFAULT_TEMPERATURE, GENERIC_PHRASES, Canonicals, relevance_from_cosines
+from .relevance import (
+    DEFAULT_TEMPERATURE,
+    GENERIC_PHRASES,
+    Canonicals,
+    PhraseRateLimiter,
+    relevance_from_cosines,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +154,23 @@ class SegmenterConfig:
     fusion_weight: float = 0.5
     voxel_size: float = 0.0  # 0 = the checkpoint's own
     threads: int = 0  # intra-op threads of the onnxruntime backend; 0 = its default
+    text_cache_dir: str = ""  # "" = $CLIP2SCENE_CACHE_DIR/text or ~/.cache/clip2scene/text
+    text_cache_entries: int = 1024  # phrases kept in memory (LRU)
+    text_cache_disk_mb: float = 16.0  # quota of the on-disk phrase cache; 0 = memory only
+    new_phrases_per_s: float = 5.0  # new (uncached) query phrases accepted per second ...
+    new_phrases_burst: int = 20  # ... and in a burst
 
     def validate(self) -> None:
         errors = []
+        if self.text_cache_entries < 1:
+            errors.append(f"text_cache_entries must be >= 1, got {self.text_cache_entries}")
+        if self.text_cache_disk_mb < 0:
+            errors.append(f"text_cache_disk_mb must be >= 0 (0 = memory only), got {self.text_cache_disk_mb}")
+        if not self.new_phrases_per_s > 0 or self.new_phrases_burst < 1:
+            errors.append(
+                f"new_phrases_per_s must be > 0 and new_phrases_burst >= 1, got "
+                f"{self.new_phrases_per_s} and {self.new_phrases_burst}"
+            )
         if not self.checkpoint:
             errors.append("checkpoint is empty: give a checkpoint directory (model.safetensors + model.json)")
         elif not Path(self.checkpoint).expanduser().exists():
@@ -197,6 +217,7 @@ class Segmenter:
         seed: int = 0,
         query_temperature: float = DEFAULT_TEMPERATURE,
         generic_phrases: Sequence[str] = GENERIC_PHRASES,
+        phrase_limiter: PhraseRateLimiter | None = None,
     ) -> None:
         self.backend = backend
         self._encode_text = encode_text
@@ -212,6 +233,7 @@ class Segmenter:
         self._vocab_lock = threading.Lock()  # one vocabulary change at a time, last call wins
         self._rng = np.random.default_rng(seed)
         self.query_temperature = float(query_temperature)
+        self.phrase_limiter = phrase_limiter  # None: new query phrases are not rate-limited
         self.generic_phrases = tuple(generic_phrases)
         self._state: _VocabularyState | None = None
         self.vocabulary_encodings = 0  # how often a vocabulary was encoded (for tests/diagnostics)
@@ -225,8 +247,15 @@ class Segmenter:
         cfg.validate()
         from clip2scene_ros.teacher import create_teacher
 
+        from clip2scene_ros.teacher.text_cache import TextEmbeddingCache
+
         backend = _create_backend(cfg)
-        teacher = _create_teacher(create_teacher, cfg.teacher, cfg.device)
+        text_cache = TextEmbeddingCache(
+            cfg.text_cache_dir or None,
+            max_entries=cfg.text_cache_entries,
+            max_disk_bytes=int(cfg.text_cache_disk_mb * 1024 * 1024),
+        )
+        teacher = _create_teacher(create_teacher, cfg.teacher, cfg.device, text_cache)
 
         def encode_text(texts: list[str]) -> np.ndarray:
             emb = teacher.encode_text(list(texts))
@@ -251,6 +280,8 @@ class Segmenter:
             range_max=cfg.range_max,
             dense_features=dense,
             fusion_weight=cfg.fusion_weight,
+            text_cache_size=cfg.text_cache_entries,
+            phrase_limiter=PhraseRateLimiter(cfg.new_phrases_per_s, cfg.new_phrases_burst),
         )
         seg.warmup()
         return seg
@@ -483,7 +514,17 @@ class Segmenter:
 
     def query(self, text: str, result: SegmentResult) -> np.ndarray:
         """float32 [P] cosine similarity of every point of ``result`` to ``text``."""
-        return result.similarity(self.encode_text([text])[0])
+        return result.similarity(self.encode_query(text))
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """[D] unit embedding of a query phrase; a new phrase first passes the rate limiter
+        (``QueryRateLimited``, a ValueError, when too many new phrases arrive)."""
+        if self.phrase_limiter is not None:
+            with self._text_lock:
+                known = text in self._text_cache
+            if not known:
+                self.phrase_limiter.acquire()
+        return self.encode_text([text])[0]
 
     def relevance(self, text: str, result: SegmentResult) -> np.ndarray:
         """float32 [P] calibrated relevance of every point to ``text`` (``inference.relevance``).
@@ -491,7 +532,7 @@ class Segmenter:
         >= 0.5: no competing phrase (vocabulary class or generic background phrase) describes the
         point better; 0 for points that were not segmented.
         """
-        query = self.encode_text([text])[0]
+        query = self.encode_query(text)
         canon = self._state.canonicals
         comp = canon.embeddings[canon.competitors(query)]
         cos = result.row_cosines(np.concatenate([query[None], comp]))
@@ -580,9 +621,9 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
-def _create_teacher(create_teacher, teacher: str | None, device: str):
+def _create_teacher(create_teacher, teacher: str | None, device: str, text_cache=None):  # noqa: ANN001
     """The teacher named by the config, or the shipped default ("default") when none is given."""
-    return create_teacher(teacher or "default", device=device)
+    return create_teacher(teacher or "default", device=device, text_cache=text_cache)
 
 
 def _backend_features(backend: Backend) -> tuple[str, ...]:

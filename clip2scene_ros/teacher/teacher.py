@@ -212,9 +212,11 @@ class Teacher:
             prompts = [template.format(t) for t in missing for template in tpl]
             embs = self.encode_prompts(prompts).view(len(missing), len(tpl), -1)
             fresh = F.normalize(embs.mean(dim=1), dim=-1).cpu()
-            for t, e in zip(missing, fresh, strict=True):
+            computed = dict(zip(missing, fresh, strict=True))
+            for t, e in computed.items():
                 self.text_cache.put(text_key(model_id, tpl, t), e)
-            result = [self.text_cache.get(k) for k in keys]
+            # from the computed values, not the cache: a bounded cache may already have evicted some
+            result = [r if r is not None else computed[t] for t, r in zip(texts, result, strict=True)]
         return torch.stack([r for r in result]).to(self.device)
 
     def encode_vocabulary(

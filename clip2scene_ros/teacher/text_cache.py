@@ -2,6 +2,8 @@
 
 Each phrase's template-ensembled embedding is stored once (in memory and, optionally, as a small
 safetensors file on disk), so vocabularies that share names and repeated online queries are free.
+Both stores are bounded: any DDS peer can send new query phrases to a running node, so memory is an
+LRU of ``max_entries`` phrases and the directory is trimmed (oldest files first) to ``max_disk_bytes``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,20 +32,42 @@ def text_key(model_id: str, templates: Sequence[str], phrase: str) -> str:
     return h.hexdigest()[:32]
 
 
-class TextEmbeddingCache:
-    """In-memory + on-disk store of phrase embeddings [D] (float32)."""
+DEFAULT_MAX_ENTRIES = 4096
+DEFAULT_MAX_DISK_BYTES = 64 * 1024 * 1024
 
-    def __init__(self, directory: str | os.PathLike | None = None, persist: bool = True):
-        self.directory = Path(directory) if directory is not None else default_cache_dir() / "text"
-        self.persist = persist
-        self._memory: dict[str, torch.Tensor] = {}
+
+class TextEmbeddingCache:
+    """In-memory LRU + size-bounded on-disk store of phrase embeddings [D] (float32). Thread-safe."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike | None = None,
+        persist: bool = True,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_disk_bytes: int = DEFAULT_MAX_DISK_BYTES,
+    ):
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1, got {max_entries}")
+        if max_disk_bytes < 0:
+            raise ValueError(f"max_disk_bytes must be >= 0 (0 = nothing on disk), got {max_disk_bytes}")
+        self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir() / "text"
+        self.persist = persist and max_disk_bytes > 0
+        self.max_entries = int(max_entries)
+        self.max_disk_bytes = int(max_disk_bytes)
+        self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._disk_bytes: int | None = None  # running estimate; scanned once, then updated per write
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.evicted_files = 0
 
     def get(self, key: str) -> torch.Tensor | None:
-        if key in self._memory:
-            self.hits += 1
-            return self._memory[key]
+        with self._lock:
+            emb = self._memory.get(key)
+            if emb is not None:
+                self._memory.move_to_end(key)
+                self.hits += 1
+                return emb
         path = self.directory / f"{key}.safetensors"
         if self.persist and path.is_file():
             from safetensors.torch import load_file
@@ -51,15 +77,18 @@ class TextEmbeddingCache:
             except Exception:  # a truncated file from a killed process: recompute it
                 emb = None
             if emb is not None:
-                self._memory[key] = emb
-                self.hits += 1
+                with self._lock:
+                    self._remember(key, emb)
+                    self.hits += 1
                 return emb
-        self.misses += 1
+        with self._lock:
+            self.misses += 1
         return None
 
     def put(self, key: str, embedding: torch.Tensor) -> None:
         emb = embedding.detach().float().cpu().contiguous()
-        self._memory[key] = emb
+        with self._lock:
+            self._remember(key, emb)
         if not self.persist:
             return
         from safetensors.torch import save_file
@@ -69,9 +98,62 @@ class TextEmbeddingCache:
             fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
             os.close(fd)
             save_file({"embedding": emb}, tmp)
+            size = os.path.getsize(tmp)
             os.replace(tmp, self.directory / f"{key}.safetensors")  # atomic: readers never see halves
+            with self._lock:
+                if self._disk_bytes is None:
+                    self._disk_bytes = self._scan()[1]
+                else:
+                    self._disk_bytes += size
+                if self._disk_bytes > self.max_disk_bytes:
+                    self._trim_disk()
         except OSError:
             self.persist = False  # read-only home on a robot: keep the in-memory cache only
 
+    def disk_usage(self) -> int:
+        """Bytes of embedding files in the directory now."""
+        return self._scan()[1]
+
     def clear_memory(self) -> None:
-        self._memory.clear()
+        with self._lock:
+            self._memory.clear()
+
+    def __len__(self) -> int:
+        return len(self._memory)
+
+    def _remember(self, key: str, emb: torch.Tensor) -> None:
+        self._memory[key] = emb
+        self._memory.move_to_end(key)
+        while len(self._memory) > self.max_entries:
+            self._memory.popitem(last=False)
+
+    def _scan(self) -> tuple[list[tuple[float, int, Path]], int]:
+        files = []
+        try:
+            for entry in os.scandir(self.directory):
+                if entry.name.endswith(".safetensors"):
+                    try:
+                        st = entry.stat()
+                    except OSError:  # removed by another process meanwhile
+                        continue
+                    files.append((st.st_mtime, st.st_size, Path(entry.path)))
+        except FileNotFoundError:
+            pass
+        return files, sum(f[1] for f in files)
+
+    def _trim_disk(self) -> None:
+        """Delete the oldest files until the directory holds at most 3/4 of the quota (hysteresis:
+        not one scan per write once full). Other processes may share the directory, so sizes are
+        re-read from disk."""
+        files, total = self._scan()
+        target = self.max_disk_bytes * 3 // 4
+        for _mtime, size, path in sorted(files):
+            if total <= target:
+                break
+            try:
+                path.unlink()
+                self.evicted_files += 1
+            except OSError:
+                pass
+            total -= size
+        self._disk_bytes = total
