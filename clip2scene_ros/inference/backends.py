@@ -72,6 +72,8 @@ class Backend(ABC):
     """Common interface; ``config`` is the model's :class:`ModelConfig`."""
 
     kind: str = ""
+    # [min, max] level-0 voxels an engine accepts (TensorRT optimisation profile); None = any
+    voxel_limits: tuple[int, int] | None = None
 
     def __init__(self, config: ModelConfig, precision: str, device: str) -> None:
         self.config = config
@@ -108,10 +110,13 @@ class Backend(ABC):
         prepared = prepare_inputs(self.config, points)
         if prepared.num_voxels == 0:
             return _empty_outputs(self.heads, self.embed_dim, vocabulary_head), np.full(len(points), -1, np.int64)
+        point_rows = prepared.point_rows
+        if self.voxel_limits is not None and not self.voxel_limits[0] <= prepared.num_voxels <= self.voxel_limits[1]:
+            prepared, point_rows = fit_voxel_profile(self.config, points, prepared, self.voxel_limits)
         out = self.run_voxels(prepared, vocabulary_head)
         if vocabulary_head is not None and CLASS_INDEX not in out:
             out.update(classify_numpy(out[vocabulary_head.head], vocabulary_head.text_t))
-        return out, prepared.point_rows
+        return out, point_rows
 
     @abstractmethod
     def run_voxels(
@@ -122,6 +127,38 @@ class Backend(ABC):
         A backend may compute the ``vocabulary_head`` outputs itself; otherwise they are computed
         from the head features with :func:`classify_numpy`.
         """
+
+
+def fit_voxel_profile(
+    config: ModelConfig, points: np.ndarray, prepared: PreparedInputs, limits: tuple[int, int]
+) -> tuple[PreparedInputs, np.ndarray]:
+    """Re-prepare a cloud whose voxel count is outside ``limits`` so the frame is not lost.
+
+    Too many voxels: a random (seeded by the count, so repeatable) subset of ``max`` voxels is kept;
+    the other voxels' points get row -1 (unlabelled). Too few: isolated padding voxels are added far
+    from the cloud (beyond the network's receptive field); their rows are simply never gathered.
+    Returns the new inputs and the voxel row of every input point.
+    """
+    lo, hi = limits
+    n = prepared.num_voxels
+    if n > hi:
+        keep_rows = np.random.default_rng(n).choice(n, hi, replace=False)
+        kept = np.zeros(n, bool)
+        kept[keep_rows] = True
+        keep = (prepared.point_rows >= 0) & kept[np.maximum(prepared.point_rows, 0)]
+        sub = prepare_inputs(config, points[keep])
+        rows = np.full(len(points), -1, np.int64)
+        rows[keep] = sub.point_rows
+        return sub, rows
+    v = config.voxel_size
+    xyz = points[prepared.point_rows >= 0, :3]
+    far_y = float(xyz[:, 1].max()) + 512 * v  # 512 voxels: beyond the receptive field of every level
+    pad = np.zeros((lo - n, points.shape[1]), np.float32)
+    pad[:, 0] = float(xyz[:, 0].min()) + (np.arange(lo - n) * 3 + 0.5) * v  # 3 voxels apart: no neighbours
+    pad[:, 1] = far_y
+    pad[:, 2] = float(xyz[:, 2].min()) + 0.5 * v
+    padded = prepare_inputs(config, np.concatenate([np.asarray(points, np.float32), pad]))
+    return padded, padded.point_rows[: len(points)]
 
 
 class TorchBackend(Backend):

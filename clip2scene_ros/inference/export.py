@@ -96,8 +96,7 @@ def prepare_inputs(
     cols = [feature_column(f) for f in config.in_features]
     if pts.ndim != 2 or pts.shape[1] < max(cols) + 1:
         raise ValueError(
-            f"points must have shape [P, {max(cols) + 1}+] (model reads {config.in_features}), "
-            f"got {tuple(pts.shape)}"
+            f"points must have shape [P, {max(cols) + 1}+] (model reads {config.in_features}), got {tuple(pts.shape)}"
         )
     vox = voxelize(pts, config.voxel_size if voxel_size is None else voxel_size)
     if len(vox) == 0:

@@ -98,12 +98,14 @@ class SegmentResult:
     indices: np.ndarray  # int64 [K] indices (into the input) of the processed points
     num_points: int
     num_invalid: int = 0  # NaN/Inf coordinates
-    num_out_of_range: int = 0
+    num_out_of_range: int = 0  # outside [range_min, range_max]
     num_skipped: int = 0  # valid points left out because the cloud exceeded max_points
     num_fused: int = 0  # points that received camera features
     timings_ms: dict[str, float] = field(default_factory=dict)
     inv_norm: np.ndarray | None = None  # float32 [R] 1 / |feature row| (None: rows are unit length)
     rows: np.ndarray | None = None  # int64 [K] feature row of each processed point (None: row i = point i)
+    num_unhashable: int = 0  # beyond the voxel hash range (|coordinate| > limit): label 0
+    num_over_capacity: int = 0  # left out to fit the engine's voxel profile: label 0
 
     def similarity(self, text_embedding: np.ndarray) -> np.ndarray:
         """float32 [P] cosine similarity per point; -1 for points that were not processed."""
@@ -149,7 +151,7 @@ class SegmenterConfig:
     head: str = "global"
     max_points: int = 300_000
     range_min: float = 0.0
-    range_max: float = 0.0  # 0 = unlimited
+    range_max: float = 200.0  # beyond any automotive LiDAR's returns; 0 = unlimited (up to the voxel hash range)
     fusion: bool = False
     fusion_weight: float = 0.5
     voxel_size: float = 0.0  # 0 = the checkpoint's own
@@ -246,7 +248,6 @@ class Segmenter:
         """Build the model backend and the teacher's text encoder, then check they fit together."""
         cfg.validate()
         from clip2scene_ros.teacher import create_teacher
-
         from clip2scene_ros.teacher.text_cache import TextEmbeddingCache
 
         backend = _create_backend(cfg)
@@ -391,6 +392,14 @@ class Segmenter:
                     in_range &= r2 <= self.range_max**2
             num_oor = int((valid & ~in_range).sum())
             valid &= in_range
+        # Voxel keys hold a bounded coordinate range: one point beyond it would fail the whole frame.
+        num_unhashable = 0
+        limit = self._hash_limit_m()
+        if limit is not None and (self.range_max <= 0 or self.range_max > limit):
+            with np.errstate(invalid="ignore"):
+                hashable = (np.abs(x) <= limit) & (np.abs(y) <= limit) & (np.abs(z) <= limit)
+            num_unhashable = int((valid & ~hashable).sum())
+            valid &= hashable
         idx = np.flatnonzero(valid)
         skipped = 0
         if idx.size > self.max_points:
@@ -412,6 +421,7 @@ class Segmenter:
                 skipped,
                 0,
                 timings,
+                num_unhashable=num_unhashable,
             )
         state = self._state  # one consistent vocabulary for the whole frame
         vocabulary_head, label_ids = state.head, state.label_ids
@@ -469,7 +479,20 @@ class Segmenter:
             timings,
             inv_norm,
             rows,
+            num_unhashable,
+            int(np.count_nonzero(rows < 0)) if rows is not None else 0,
         )
+
+    def _hash_limit_m(self) -> float | None:
+        """Largest |coordinate| in metres the voxel keys can hold, with a margin for the padding and
+        neighbour offsets of every level; None when the backend has no voxel size."""
+        config = getattr(self.backend, "config", None)
+        voxel = getattr(config, "voxel_size", None)
+        if not voxel:
+            return None
+        from clip2scene_ros.sparse.voxelize import COORD_LIMIT
+
+        return (COORD_LIMIT - 1024) * float(voxel)
 
     def _head_features(self, out: dict, n: int) -> np.ndarray:
         if self.head not in out:

@@ -179,6 +179,7 @@ class TensorRTBackend(Backend):
 
         self.engine_path = build_engine(onnx_path, options)
         self.options = options
+        self.voxel_limits = (options.min_voxels, options.max_voxels)  # the frame is fitted, not lost
         self.output_names = meta["outputs"]
         if options.build_only:
             self.engine = self.context = None
