@@ -41,9 +41,8 @@ class SyntheticDataset(PointCloudDataset):
         cache_dir: str | Path | None = None,
         progress: bool = False,
         render_cameras: bool = True,
-        frame: str = "sensor",
     ):
-        super().__init__(pairing, num_sweeps, frame)
+        super().__init__(pairing, num_sweeps)
         from clip2scene_ros.sim import SimConfig
 
         if seeds is None:  # the simulator's fixed, disjoint seed splits (config/sim/splits.yaml)
@@ -119,5 +118,5 @@ class SyntheticDataset(PointCloudDataset):
             labels,
             cameras,
             sweeps,
-            meta={"seed": seed, "frame_index": k, "base_from_lidar": key.lidar_to_ego},
+            meta={"seed": seed, "frame": k},
         )

@@ -147,7 +147,7 @@ class SegmenterConfig:
     teacher: str | None = None  # None = the shipped default teacher
     backend: str = "torch"
     device: str = "cpu"
-    precision: str = "auto"
+    precision: str = "fp32"
     head: str = "global"
     max_points: int = 300_000
     range_min: float = 0.0
@@ -179,8 +179,8 @@ class SegmenterConfig:
             errors.append(f"checkpoint '{self.checkpoint}' does not exist")
         if self.backend not in ("torch", "onnxruntime", "tensorrt"):
             errors.append(f"backend '{self.backend}' is not one of torch, onnxruntime, tensorrt")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            errors.append(f"precision '{self.precision}' is not one of auto, fp32, bf16, fp16")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            errors.append(f"precision '{self.precision}' is not one of fp32, bf16, fp16")
         if self.max_points < 1:
             errors.append(f"max_points must be >= 1, got {self.max_points}")
         if self.range_min < 0 or self.range_max < 0 or (self.range_max and self.range_max <= self.range_min):

@@ -87,10 +87,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "vocabulary_classes": ([], "runtime vocabulary, overrides 'vocabulary'; 'a|b' = synonyms"),
     "backend": ("torch", "torch | onnxruntime | tensorrt"),
     "device": ("cpu", "cpu | cuda | cuda:N"),
-    "precision": (
-        "auto",
-        "auto | fp32 | bf16 | fp16; auto = bf16 on native-bf16 CPUs for checkpoints measured safe, else fp32",
-    ),
+    "precision": ("fp32", "fp32 | bf16 | fp16"),
     "head": ("global", "model head aligned with the text space"),
     "voxel_size": (0.0, "voxel size in m; 0 = the checkpoint's"),
     "point_features": ([], "cloud fields fed to the model after x, y, z; empty = the model's"),
@@ -276,7 +273,7 @@ class SegmentNode(Node):
         choice("camera_transport", ("raw", "compressed"))
         choice("sync.policy", ("lidar_master", "approximate_time"))
         choice("backend", ("torch", "onnxruntime", "tensorrt"))
-        choice("precision", ("auto", "fp32", "bf16", "fp16"))
+        choice("precision", ("fp32", "bf16", "fp16"))
         for name in ("qos.depth", "queue_size", "max_points", "max_text_length", "query.max_results"):
             if p[name] < 1:
                 errors.append(f"{name}={p[name]} must be >= 1")

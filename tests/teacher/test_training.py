@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from clip2scene_ros.teacher.loading import ASSET_DIR
 
@@ -24,30 +25,13 @@ def test_train_and_evaluate_stages_write_a_loadable_teacher(tmp_path):
 
     data = str(tmp_path / "data")
     out = tmp_path / "teacher"
+    common = ["--set", f"data_dir={data}", "--set", "train_seeds='950100'", "--set", "frames=[0]",
+              "--set", "batch_size=2", "--set", "num_threads=1", "--no-eval"]  # fmt: skip
     args = _parse(
         train,
-        [
-            "--model-config",
-            "c2s-test-vit-p8",
-            "--out",
-            str(out),
-            "--data-dir",
-            data,
-            "--train-seeds",
-            "950100",
-            "--frames",
-            "0",
-            "--steps",
-            "2",
-            "--batch-size",
-            "2",
-            "--threads",
-            "1",
-            "--text-warmup-steps",
-            "2",
-            "--no-eval",
-        ],
-    )
+        ["--set", "model_config=c2s-test-vit-p8", "--out", str(out), "--set", "max_steps=2",
+         "--set", "text_warmup_steps=2", *common],
+    )  # fmt: skip
     assert train.run(args) == 0
     assert (out / "model.safetensors").is_file() and (out / "open_clip_config.json").is_file()
     assert "Patch-level caption contrast" in (out / "README.md").read_text()
@@ -59,12 +43,11 @@ def test_train_and_evaluate_stages_write_a_loadable_teacher(tmp_path):
 
     # --transfer-from: a patch-4 teacher on 56x100 crops initialised from the one just trained
     finer = tmp_path / "teacher_p4"
-    common = ["--data-dir", data, "--train-seeds", "950100", "--frames", "0", "--batch-size", "2", "--no-eval"]
     args = _parse(
         train,
-        ["--model-config", "c2s-test-vit-p4", "--transfer-from", str(out), "--out", str(finer), "--steps", "1"]
-        + ["--text-warmup-steps", "0", "--threads", "1", *common],
-    )
+        ["--set", "model_config=c2s-test-vit-p4", "--transfer-from", str(out), "--out", str(finer),
+         "--set", "max_steps=1", "--set", "text_warmup_steps=0", *common],
+    )  # fmt: skip
     assert train.run(args) == 0
     fine = create_teacher(finer)
     assert fine.config.tile == (56, 100) and fine.stride == 4
@@ -94,6 +77,29 @@ def test_train_and_evaluate_stages_write_a_loadable_teacher(tmp_path):
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert 0.0 <= metrics["miou"] <= 100.0 and metrics["num_images"] == 2
     assert "| road |" in (tmp_path / "eval" / "metrics.md").read_text()
+
+
+def test_teacher_training_resumes_where_it_stopped(tmp_path):
+    """Teacher training runs in the shared loop: resuming from a mid-run checkpoint redoes the
+    remaining steps exactly (crops and captions are drawn from generators seeded by the step)."""
+    from clip2scene_training.teacher import train
+    from clip2scene_training.trainer import read_metrics
+    from safetensors.torch import load_file
+
+    out = tmp_path / "teacher"
+    argv = ["--out", str(out), "--no-eval"] + [
+        a for kv in (f"data_dir={tmp_path / 'data'}", "train_seeds='950100'", "frames=[0]", "batch_size=2",
+                     "num_threads=1", "model_config=c2s-test-vit-p8", "max_steps=3", "text_warmup_steps=1",
+                     "checkpoint_every=1", "keep_checkpoints=10", "progress=false", "amp='off'")
+        for a in ("--set", kv)
+    ]  # fmt: skip
+    assert train.run(_parse(train, argv)) == 0
+    final = load_file(str(out / "checkpoints" / "step_0000004" / "model.safetensors"))
+    assert train.run(_parse(train, [*argv, "--resume", str(out / "checkpoints" / "step_0000002")])) == 0
+    again = load_file(str(out / "checkpoints" / "step_0000004" / "model.safetensors"))
+    for k, v in final.items():
+        assert torch.equal(v, again[k]), k
+    assert [r["step"] for r in read_metrics(out / "metrics.csv")] == ["1", "2", "3", "4"]
 
 
 def test_confusion_and_iou_by_hand():

@@ -86,6 +86,18 @@ def test_config_validation_messages(tmp_path):
         load_config(cls, name)  # shipped configs are valid
 
 
+def test_precision_policy():
+    from clip2scene_training.trainer import cpu_has_native_bf16, resolve_amp
+
+    assert resolve_amp("auto", "cuda:0") == (torch.float16, True)  # fp16 always with a GradScaler
+    assert resolve_amp("fp16", "cpu") == (torch.float16, True)
+    assert resolve_amp("bf16", "cpu") == (torch.bfloat16, False)
+    assert resolve_amp("off", "cuda") == (None, False)
+    assert resolve_amp("auto", "cpu") == ((torch.bfloat16, False) if cpu_has_native_bf16() else (None, False))
+    with pytest.raises(ConfigError, match="quote it"):
+        load_config(PretrainConfig, {"amp": False})  # YAML `amp: off`
+
+
 def test_pretrain_run_outputs(reference):
     out, summary = reference
     rows = read_metrics(out / "metrics.csv")

@@ -24,7 +24,9 @@ __all__ = [
     "TeacherSpec",
     "LossConfig",
     "OptimConfig",
+    "LoopConfig",
     "RunConfig",
+    "TeacherTrainConfig",
     "PretrainConfig",
     "FinetuneConfig",
     "EvaluateConfig",
@@ -117,7 +119,9 @@ class OptimConfig:
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # cosine | constant
     warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
     grad_clip: float | None = None
+    betas: list = field(default_factory=lambda: [0.9, 0.999])  # AdamW
 
     def validate(self, where: str) -> None:
         if self.optimizer not in ("sgd", "adamw"):
@@ -126,23 +130,25 @@ class OptimConfig:
             raise ConfigError(f"{where}.schedule={self.schedule!r}: use cosine or constant")
         if self.lr <= 0:
             raise ConfigError(f"{where}.lr must be > 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"{where}.min_lr_ratio must be within [0, 1]")
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"{where}.betas: give two numbers in [0, 1), e.g. [0.9, 0.98]")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"{where}.grad_clip must be > 0 or null")
 
 
 @dataclass
-class RunConfig:
-    """What every training stage shares: batches, steps, checkpoints, logging, seeds, precision."""
+class LoopConfig:
+    """What the shared training loop reads: steps, accumulation, precision, checkpoints, logging."""
 
     out_dir: str = "runs/pretrain"
-    model: str = "minkunet18_tiny"  # clip2scene_ros.models config name or JSON path
-    model_overrides: dict = field(default_factory=dict)
-    voxel_size: float | None = None  # None: the model config's
     batch_size: int = 1  # samples per process per micro-step
     grad_accum: int = 1  # micro-steps per optimizer step; global batch = batch*accum*world
     epochs: int = 1
     max_steps: int | None = None  # stop early (and schedule over this many steps)
-    augment: bool = True  # random z-rotation and x/y flips (independently per sweep)
     seed: int = 0
-    amp: str = "auto"  # auto (fp16 on CUDA, off on CPU) | off | bf16 | fp16
+    amp: str = "auto"  # auto (CUDA: fp16 + GradScaler; CPU: bf16 where native, else fp32) | off | bf16 | fp16
     device: str = "cpu"
     num_threads: int | None = None
     checkpoint_every: int = 50  # optimizer steps
@@ -157,8 +163,18 @@ class RunConfig:
             raise ConfigError(f"{where}.max_steps must be >= 1 or null")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise ConfigError(f"{where}.amp={self.amp!r}: use auto, off, bf16 or fp16")
-        if self.checkpoint_every < 1 or self.keep_checkpoints < 1:
-            raise ConfigError(f"{where}: checkpoint_every and keep_checkpoints must be >= 1")
+        if self.checkpoint_every < 1 or self.keep_checkpoints < 1 or self.log_every < 1:
+            raise ConfigError(f"{where}: checkpoint_every, keep_checkpoints and log_every must be >= 1")
+
+
+@dataclass
+class RunConfig(LoopConfig):
+    """What the 3D stages share besides the loop: the student model and its input."""
+
+    model: str = "minkunet18_tiny"  # clip2scene_ros.models config name or JSON path
+    model_overrides: dict = field(default_factory=dict)
+    voxel_size: float | None = None  # None: the model config's
+    augment: bool = True  # random z-rotation and x/y flips (independently per sweep)
 
 
 @dataclass
@@ -199,6 +215,53 @@ class FinetuneConfig(RunConfig):
             raise ConfigError("fraction_mode must be skip or random")
         if self.classifier_init not in ("random", "text"):
             raise ConfigError("classifier_init must be random or text")
+        return self
+
+
+@dataclass
+class TeacherTrainConfig(LoopConfig):
+    """``clip2scene train teacher``: the tiny open_clip teacher on synthetic camera renders."""
+
+    out_dir: str = "runs/teacher"
+    model_config: str = "c2s-tiny-vit-p8"  # open_clip JSON config (clip2scene_ros/teacher/model_configs or a path)
+    init: str | None = None  # start from this teacher directory (same architecture)
+    transfer_from: str | None = None  # initialise a different model_config from this teacher directory
+    data_dir: str | None = None  # where rendered splits are cached (npz)
+    train_seeds: str | None = None  # scene seeds 'a:b' or 'a,b,c' (None: the teacher's train seeds)
+    frames: list | None = None  # frame indices per scene (None: 0, 40, 80, 120)
+    extra_data: list = field(default_factory=list)  # more pre-rendered .npz splits (images, labels)
+    val_seeds: str | None = None  # held-out scene seeds of the final evaluation
+    evaluate: bool = True  # evaluate on the held-out seeds at the end
+    vocabulary: str = "synthetic"  # classes that caption the label images
+    templates: str = "default"  # prompt template set (config/vocab/templates.yaml)
+    max_steps: int | None = 2000
+    max_minutes: float | None = 16.0  # the schedule is fitted to this budget after the first steps
+    batch_size: int = 16
+    class_balance: float = 0.5  # class weight = (pixel frequency)^-x; 0 = plain cross-entropy
+    text_loss_weight: float = 1.0  # caption-vs-caption contrast that separates the classes' texts
+    text_warmup_steps: int = 150  # text-only steps first: distinct anchors for the patch loss
+    num_threads: int | None = 1
+    checkpoint_every: int = 200
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(
+            optimizer="adamw", lr=2e-3, weight_decay=0.05, warmup_steps=25, min_lr_ratio=0.03,
+            grad_clip=1.0, betas=[0.9, 0.98],
+        )
+    )  # fmt: skip
+
+    def validate(self) -> TeacherTrainConfig:
+        self.validate_run("teacher")
+        self.optim.validate("optim")
+        if self.max_steps is None:
+            raise ConfigError("teacher.max_steps: give the maximum number of optimizer steps")
+        if self.init and self.transfer_from:
+            raise ConfigError("init (same architecture) and transfer_from (another one) exclude each other")
+        if self.text_warmup_steps < 0 or self.class_balance < 0:
+            raise ConfigError("teacher: text_warmup_steps and class_balance must be >= 0")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError("teacher.max_minutes must be > 0 or null (no time budget)")
+        if self.frames is not None and not all(isinstance(f, int) and f >= 0 for f in self.frames):
+            raise ConfigError(f"teacher.frames={self.frames}: give frame indices, e.g. [0, 40, 80, 120]")
         return self
 
 
@@ -252,6 +315,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         return value
     if tp is str and isinstance(value, str):
         return value
+    if tp is str and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a string, got {value!r}; YAML reads off/on/no/yes as booleans, quote it")
     if (tp is dict or origin is dict) and isinstance(value, dict):
         return dict(value)
     if (tp is list or origin is list) and isinstance(value, (list, tuple)):

@@ -3,8 +3,8 @@
 The student gets a ``seg`` head with one output per dataset class. Initialisation: from scratch, or
 the backbone of a pre-trained checkpoint; ``classifier_init: text`` starts the classifier at the
 annotation-free predictor (text embeddings composed with the global head). Loss: cross-entropy +
-Lovasz-softmax (the upstream fine-tuning recipe). Same trainer plumbing as pre-training (DDP,
-accumulation, checkpoints with resume, CSV).
+Lovasz-softmax (the upstream fine-tuning recipe). The shared training loop (``trainer.run_loop``) does
+the rest: schedule, accumulation, precision, DDP, checkpoints with resume, logging.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,21 +21,16 @@ import torch.nn.functional as F
 
 from clip2scene_training.config import FinetuneConfig, config_to_dict, load_config
 from clip2scene_training.losses import lovasz_softmax
-from clip2scene_training.pretrain import KILL_ENV, StudentForward
+from clip2scene_training.pretrain import StudentForward, lr_schedule
 from clip2scene_training.trainer import (
-    MetricsLog,
-    all_reduce_mean,
+    Stage,
+    StepBatchSampler,
     augment_points,
-    autocast,
     build_optimizer,
     cleanup_distributed,
-    latest_checkpoint,
-    learning_rate,
-    load_training_checkpoint,
-    save_training_checkpoint,
+    run_loop,
     seed_everything,
     setup_distributed,
-    step_batches,
 )
 
 HELP = "fine-tune a (pre-trained) student on a fraction of labelled scans, or train a linear probe"
@@ -118,25 +111,9 @@ def train(cfg: FinetuneConfig, resume: str = "auto") -> dict:
         groups.append({"params": body_params, "base_lr": cfg.optim.lr})
     optimizer = build_optimizer(groups, cfg.optim)
 
-    # -- schedule and resume -------------------------------------------------------------------
-    global_batch = cfg.batch_size * cfg.grad_accum * dist_info.world
-    steps_per_epoch = len(step_batches(len(subset), global_batch, cfg.seed, 0))
-    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
-    step = 0
-    ckpt = latest_checkpoint(out_dir) if resume == "auto" else (None if resume == "never" else Path(resume))
-    if ckpt is not None:
-        step = int(load_training_checkpoint(ckpt, model, optimizer)["step"])
-    fields = ["step", "epoch", "lr", "loss", "loss_ce", "loss_lovasz", "points", "seconds"]
-    log = MetricsLog(out_dir / "metrics.csv", fields, resume_step=step if ckpt else None, enabled=dist_info.is_main)
-    if dist_info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=1))
-    kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
-    progress = None
-    if cfg.progress and dist_info.is_main:
-        from tqdm import tqdm
-
-        progress = tqdm(total=total_steps, initial=step, desc="finetune", unit="step", dynamic_ncols=True)
+    # -- data order, loss ----------------------------------------------------------------------
+    sampler = StepBatchSampler(len(subset), cfg.batch_size, cfg.grad_accum, dist_info, cfg.seed, 0, 0)
+    total_steps = cfg.max_steps or cfg.epochs * sampler.steps_per_epoch
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def get(i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -147,81 +124,59 @@ def train(cfg: FinetuneConfig, resume: str = "auto") -> dict:
             cache[i] = (s.points, s.labels)
         return cache[i]
 
-    # -- loop ------------------------------------------------------------------------------------
-    model.train()
-    if cfg.linear_probe:
-        model.eval()  # frozen backbone: keep its BatchNorm statistics
-    t_start, last = time.time(), {}
-    while step < total_steps:
-        t0 = time.time()
-        epoch = step // steps_per_epoch
-        batch = step_batches(len(subset), global_batch, cfg.seed, epoch)[step % steps_per_epoch]
-        for g in optimizer.param_groups:
-            g["lr"] = learning_rate(step, total_steps, g["base_lr"], cfg.optim.schedule, cfg.optim.warmup_steps)
-        sums = {"loss": 0.0, "loss_ce": 0.0, "loss_lovasz": 0.0, "points": 0}
-        for micro in range(cfg.grad_accum):
-            start = (micro * dist_info.world + dist_info.rank) * cfg.batch_size
-            indices = [int(i) for i in batch[start : start + cfg.batch_size]]
+    def batches(start_step: int):
+        sampler.start_step, sampler.total_steps = start_step, total_steps
+        for micro in sampler:
             clouds, labels = [], []
-            for i in indices:
+            for i, epoch in micro:
                 pts, lab = get(i)
                 if cfg.augment:
                     pts = augment_points(pts, np.random.default_rng([cfg.seed, epoch, i]))
                 clouds.append(torch.from_numpy(np.ascontiguousarray(pts)).to(device))
                 labels.append(torch.from_numpy(lab).to(device) - 1)  # 0..C-1, ignore = -1
-                sums["points"] += len(pts)
-            sync = micro == cfg.grad_accum - 1 or not dist_info.enabled
-            with net.no_sync() if not sync else torch.enable_grad():
-                with autocast(cfg.amp, device):
-                    outs = net(clouds)
-                losses = []
-                for o, y in zip(outs, labels, strict=True):
-                    logits = o["seg"].float()
-                    ce = F.cross_entropy(logits, y, ignore_index=-1) if (y >= 0).any() else logits.sum() * 0
-                    lov = lovasz_softmax(logits.softmax(1), y, ignore_index=-1)
-                    losses.append(ce + cfg.lovasz_weight * lov)
-                    sums["loss_ce"] += float(ce.detach()) / (cfg.batch_size * cfg.grad_accum)
-                    sums["loss_lovasz"] += float(lov.detach()) / (cfg.batch_size * cfg.grad_accum)
-                loss = torch.stack(losses).mean() / cfg.grad_accum
-                sums["loss"] += float(loss.detach())
-                loss.backward()
-        if cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        last = {k: all_reduce_mean(float(v), dist_info) for k, v in sums.items()}
-        lr = optimizer.param_groups[-1]["lr"]
-        if step % cfg.log_every == 0 or step == total_steps:
-            log.log(
-                {
-                    "step": step,
-                    "epoch": epoch,
-                    "lr": lr,
-                    "seconds": round(time.time() - t0, 3),
-                    **{k: round(v, 6) for k, v in last.items()},
-                }
-            )
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix(loss=f"{last['loss']:.4f}")
-        if (step % cfg.checkpoint_every == 0 or step == total_steps) and dist_info.is_main:
-            save_training_checkpoint(out_dir, step, model, optimizer, {"epoch": epoch}, cfg.keep_checkpoints)
-        if kill_at and step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+            yield clouds, labels
 
-    if progress is not None:
-        progress.close()
-    log.close()
+    def loss_fn(outs, batch, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        clouds, labels = batch
+        losses, parts = [], {"loss_ce": 0.0, "loss_lovasz": 0.0, "points": float(sum(len(c) for c in clouds))}
+        for o, y in zip(outs, labels, strict=True):
+            logits = o["seg"].float()
+            ce = F.cross_entropy(logits, y, ignore_index=-1) if (y >= 0).any() else logits.sum() * 0
+            lov = lovasz_softmax(logits.softmax(1), y, ignore_index=-1)
+            losses.append(ce + cfg.lovasz_weight * lov)
+            parts["loss_ce"] += float(ce.detach()) / len(outs)
+            parts["loss_lovasz"] += float(lov.detach()) / len(outs)
+        return torch.stack(losses).mean(), parts
+
+    if dist_info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=1))
+    stage = Stage(
+        name="finetune",
+        model=model,
+        optimizer=optimizer,
+        batches=batches,
+        forward=lambda batch, step: net(batch[0]),
+        loss=loss_fn,
+        lr_factor=lr_schedule(cfg.optim),
+        fields=("loss_ce", "loss_lovasz"),
+        counters=("points",),
+        net=net if dist_info.enabled else None,
+        epoch_of=sampler.epoch_of,
+        samples_per_step=sampler.global_batch,
+        train_mode=not cfg.linear_probe,  # a frozen backbone keeps its BatchNorm statistics
+    )
+    result = run_loop(stage, cfg, total_steps, dist_info, out_dir, resume, cfg.optim.grad_clip)
+
     summary = {
         "stage": "finetune",
-        "steps": step,
-        "final_loss": last.get("loss"),
+        "steps": result.step,
+        "final_loss": result.last.get("loss"),
         "labelled_samples": len(subset),
         "label_fraction": cfg.label_fraction,
         "linear_probe": cfg.linear_probe,
         "init": cfg.init,
-        "seconds": round(time.time() - t_start, 2),
+        "seconds": round(result.seconds, 2),
         "student": str(out_dir / "student"),
     }
     if dist_info.is_main:

@@ -1,8 +1,9 @@
 """``clip2scene train pretrain``: CLIP2Scene annotation-free pre-training of the 3D student.
 
 Reads top to bottom: config -> devices and seeds -> data and teacher -> model and optimizer ->
-resume -> loop (forward, Eq. 1 + Eq. 2-4, backward with accumulation, step, log, checkpoint) ->
-final student checkpoint + a JSON summary as the last output line.
+data order and loss (Eq. 1 + Eq. 2-4) handed to the shared loop (``trainer.run_loop``: schedule,
+accumulation, precision, checkpoints, resume, logging) -> final student checkpoint + a JSON
+summary as the last output line.
 
 Multi-process: ``torchrun --nproc_per_node N -m clip2scene_training.pretrain --config X``
 (gloo on CPU, nccl on GPUs); the global batch is batch_size x grad_accum x world size.
@@ -13,9 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,23 +26,18 @@ from clip2scene_training.config import PretrainConfig, config_to_dict, load_conf
 from clip2scene_training.losses import semantic_loss, spatial_temporal_loss
 from clip2scene_training.targets import SampleTargets, compute_targets
 from clip2scene_training.trainer import (
-    MetricsLog,
-    all_reduce_mean,
+    Stage,
+    StepBatchSampler,
     augment_points,
-    autocast,
     build_optimizer,
     cleanup_distributed,
-    latest_checkpoint,
     learning_rate,
-    load_training_checkpoint,
-    save_training_checkpoint,
+    run_loop,
     seed_everything,
     setup_distributed,
-    step_batches,
 )
 
 HELP = "CLIP2Scene pre-training from a frozen CLIP teacher (no 3D labels): Eq. 1 + Eq. 2-4"
-KILL_ENV = "CLIP2SCENE_KILL_AT_STEP"  # tests: SIGKILL this process right after that optimizer step
 
 
 class StudentForward(torch.nn.Module):
@@ -83,6 +78,13 @@ def sample_loss(
     l_st = spatial_temporal_loss(lc.spatial_temporal, loc, pix, text, pseudo, tg.groups, lc.lam, lc.detach_center)
     loss = lc.semantic_weight * l_sem + lc.spatial_temporal_weight * l_st
     return loss, {"loss_semantic": float(l_sem.detach()), "loss_spatial_temporal": float(l_st.detach())}
+
+
+def lr_schedule(optim) -> Callable[[int, int], float]:
+    """The config's schedule as a multiplier of each parameter group's base lr."""
+    return lambda step, total: learning_rate(
+        step, total, 1.0, optim.schedule, optim.warmup_steps, optim.min_lr_ratio
+    )
 
 
 def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
@@ -127,125 +129,74 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
     if dist_info.enabled:
         net = torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=False)
     optimizer = build_optimizer([{"params": model.parameters()}], cfg.optim)
-    use_scaler = device.startswith("cuda") and cfg.amp in ("auto", "fp16")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
-    # -- schedule and resume -------------------------------------------------------------------
-    global_batch = cfg.batch_size * cfg.grad_accum * dist_info.world
-    steps_per_epoch = len(step_batches(len(dataset), global_batch, cfg.seed, 0))
-    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
-    step = 0
-    ckpt = latest_checkpoint(out_dir) if resume == "auto" else (None if resume == "never" else Path(resume))
-    if ckpt is not None:
-        step = int(load_training_checkpoint(ckpt, model, optimizer)["step"])
-    fields = [
-        "step",
-        "epoch",
-        "lr",
-        "loss",
-        "loss_semantic",
-        "loss_spatial_temporal",
-        "self_training",
-        "points",
-        "pairs",
-        "seconds",
-    ]
-    log = MetricsLog(out_dir / "metrics.csv", fields, resume_step=step if ckpt else None, enabled=dist_info.is_main)
-    if dist_info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=1))
-    kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
-    progress = None
-    if cfg.progress and dist_info.is_main:
-        from tqdm import tqdm
+    # -- data order, loss ----------------------------------------------------------------------
+    sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.grad_accum, dist_info, cfg.seed, 0, 0)
+    total_steps = cfg.max_steps or cfg.epochs * sampler.steps_per_epoch
+    text_dev = text.to(device)
 
-        progress = tqdm(total=total_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
+    def batches(start_step: int):
+        sampler.start_step, sampler.total_steps = start_step, total_steps
+        for micro in sampler:
+            clouds, samples = [], []
+            for i, epoch in micro:
+                sweeps, tg = get_sample(i)
+                for k, pts in enumerate(sweeps):
+                    if cfg.augment:
+                        pts = augment_points(pts, np.random.default_rng([cfg.seed, epoch, i, k]))
+                    clouds.append(torch.from_numpy(np.ascontiguousarray(pts)).to(device))
+                samples.append((len(sweeps), tg))
+            yield clouds, samples
 
-    # -- loop ------------------------------------------------------------------------------------
-    model.train()
-    t_start = time.time()
-    last = {}
-    while step < total_steps:
-        t0 = time.time()
-        epoch = step // steps_per_epoch
-        batch = step_batches(len(dataset), global_batch, cfg.seed, epoch)[step % steps_per_epoch]
-        lr = learning_rate(step, total_steps, cfg.optim.lr, cfg.optim.schedule, cfg.optim.warmup_steps)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
+    def loss_fn(outs, batch, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        clouds, samples = batch
+        epoch = sampler.epoch_of(step)
         st_rng = np.random.default_rng([cfg.seed, step, 0x5E1F])  # same draw on every rank
         self_train = bool(
             cfg.loss.self_training
             and epoch >= cfg.loss.self_training_start_epoch
             and st_rng.random() < cfg.loss.self_training_prob
         )
-        sums = {"loss": 0.0, "loss_semantic": 0.0, "loss_spatial_temporal": 0.0, "points": 0, "pairs": 0}
-        for micro in range(cfg.grad_accum):
-            start = (micro * dist_info.world + dist_info.rank) * cfg.batch_size
-            indices = [int(i) for i in batch[start : start + cfg.batch_size]]
-            clouds = []
-            samples = [get_sample(i) for i in indices]
-            for i, (sweeps, tg) in zip(indices, samples, strict=True):
-                for k, pts in enumerate(sweeps):
-                    if cfg.augment:
-                        pts = augment_points(pts, np.random.default_rng([cfg.seed, epoch, i, k]))
-                    clouds.append(torch.from_numpy(np.ascontiguousarray(pts)).to(device))
-                sums["points"] += sum(len(p) for p in sweeps)
-                sums["pairs"] += sum(len(t.point_index) for t in tg.sweeps)
-            sync = micro == cfg.grad_accum - 1 or not dist_info.enabled
-            ctx = net.no_sync() if not sync else torch.enable_grad()
-            with ctx:
-                with autocast(cfg.amp, device):
-                    outs = net(clouds)
-                losses, cursor = [], 0
-                for sweeps, tg in samples:
-                    n = len(sweeps)
-                    loss_i, parts = sample_loss(outs[cursor : cursor + n], tg, text.to(device), cfg, self_train)
-                    cursor += n
-                    losses.append(loss_i)
-                    for k, v in parts.items():
-                        sums[k] += v / (cfg.batch_size * cfg.grad_accum)
-                loss = torch.stack(losses).mean() / cfg.grad_accum
-                sums["loss"] += float(loss.detach())
-                scaler.scale(loss).backward()
-        if cfg.optim.grad_clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        # Reduce the logged numbers over ranks (the gradients were averaged by DDP).
-        last = {k: all_reduce_mean(float(v), dist_info) for k, v in sums.items()}
-        row = {
-            "step": step,
-            "epoch": epoch,
-            "lr": lr,
-            "self_training": int(self_train),
-            "seconds": round(time.time() - t0, 3),
-            **{k: round(v, 6) for k, v in last.items()},
-        }
-        if step % cfg.log_every == 0 or step == total_steps:
-            log.log(row)
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.3g}")
-        if step % cfg.checkpoint_every == 0 or step == total_steps:
-            if dist_info.is_main:
-                save_training_checkpoint(out_dir, step, model, optimizer, {"epoch": epoch}, cfg.keep_checkpoints)
-        if kill_at and step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+        losses, parts, cursor = [], {"loss_semantic": 0.0, "loss_spatial_temporal": 0.0}, 0
+        for n, tg in samples:
+            loss_i, p = sample_loss(outs[cursor : cursor + n], tg, text_dev, cfg, self_train)
+            cursor += n
+            losses.append(loss_i)
+            for k, v in p.items():
+                parts[k] += v / len(samples)
+        parts["self_training"] = float(self_train)
+        parts["points"] = float(sum(len(c) for c in clouds))
+        parts["pairs"] = float(sum(len(t.point_index) for _, tg in samples for t in tg.sweeps))
+        return torch.stack(losses).mean(), parts
+
+    if dist_info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=1))
+    stage = Stage(
+        name="pretrain",
+        model=model,
+        optimizer=optimizer,
+        batches=batches,
+        forward=lambda batch, step: net(batch[0]),
+        loss=loss_fn,
+        lr_factor=lr_schedule(cfg.optim),
+        fields=("loss_semantic", "loss_spatial_temporal", "self_training"),
+        counters=("points", "pairs"),
+        net=net if dist_info.enabled else None,
+        epoch_of=sampler.epoch_of,
+        samples_per_step=sampler.global_batch,
+    )
+    result = run_loop(stage, cfg, total_steps, dist_info, out_dir, resume, cfg.optim.grad_clip)
 
     # -- final student ---------------------------------------------------------------------------
-    if progress is not None:
-        progress.close()
-    log.close()
     summary = {
         "stage": "pretrain",
-        "steps": step,
-        "final_loss": last.get("loss"),
-        "seconds": round(time.time() - t_start, 2),
+        "steps": result.step,
+        "final_loss": result.last.get("loss"),
         "world_size": dist_info.world,
-        "global_batch": global_batch,
+        "global_batch": sampler.global_batch,
+        "samples": len(dataset),
+        "seconds": round(result.seconds, 2),
         "student": str(out_dir / "student"),
     }
     if dist_info.is_main:

@@ -12,6 +12,7 @@ comes only from camera images and camera label images, never from LiDAR labels.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import time
@@ -20,87 +21,42 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
+
+from ..config import TeacherTrainConfig, config_to_dict, load_config
 
 HELP = "train the tiny CLIP teacher from scratch on synthetic camera renders (patch-caption objective)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from clip2scene_ros.teacher.loading import ASSET_DIR
-
     parser.add_argument(
-        "--model-config",
-        default="c2s-tiny-vit-p8",
-        help="open_clip JSON config (name in clip2scene_ros/teacher/model_configs or a path)",
-    )
-    parser.add_argument("--out", default=str(ASSET_DIR), help="output teacher directory")
-    parser.add_argument("--data-dir", default=None, help="where rendered splits are cached (npz)")
-    parser.add_argument(
-        "--train-seeds", default=None, help="scene seeds 'a:b' or 'a,b,c' (default: teacher train)"
+        "--config", default="teacher_synthetic", help="YAML file or shipped name in training/configs"
     )
     parser.add_argument(
-        "--frames", default=None, help="frame indices per scene, e.g. '0,40' (default 0,40,80,120)"
-    )
-    parser.add_argument(
-        "--extra-data",
-        nargs="*",
-        default=[],
-        help="more pre-rendered .npz splits (images, labels) to train on, e.g. older sim versions",
-    )
-    parser.add_argument("--val-seeds", default=None, help="held-out scene seeds for the final evaluation")
-    parser.add_argument(
-        "--vocab", default="synthetic", help="vocabulary whose classes caption the label images"
-    )
-    parser.add_argument(
-        "--templates", default="default", help="prompt template set (config/vocab/templates.yaml)"
-    )
-    parser.add_argument("--steps", type=int, default=2000, help="maximum optimiser steps")
-    parser.add_argument(
-        "--max-minutes",
-        type=float,
-        default=16.0,
-        help="time budget; the LR schedule is fitted to it after the first steps",
-    )
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--warmup", type=int, default=25)
-    parser.add_argument(
-        "--class-balance",
-        type=float,
-        default=0.5,
-        help="class weight = (pixel frequency)^-x; 0 = plain cross-entropy",
-    )
-    parser.add_argument(
-        "--text-loss-weight",
-        type=float,
-        default=1.0,
-        help="weight of the caption-vs-caption contrast that separates the classes' texts",
-    )
-    parser.add_argument(
-        "--text-warmup-steps",
-        type=int,
-        default=150,
-        help="text-only caption-contrast steps before joint training (gives the patch loss distinct anchors)",
-    )
-    parser.add_argument(
-        "--init", default=None, help="start from this teacher directory instead of random weights"
-    )
-    parser.add_argument(
-        "--transfer-from",
-        default=None,
-        help="teacher directory whose weights initialise a *different* --model-config (e.g. patch 8 -> 4): "
-        "patch kernel block-summed, positional grid resized, first blocks + last block kept",
-    )
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")
-    parser.add_argument("--seed", type=int, default=0)
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key, e.g. --set max_steps=100 --set optim.lr=7e-4",
+    )  # fmt: skip
+    parser.add_argument("--out", help="output teacher directory (overrides out_dir)")
+    parser.add_argument("--init", help="start from this teacher directory (same architecture)")
+    parser.add_argument("--transfer-from", help="initialise a different model_config from this teacher directory")
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
+    parser.add_argument("--resume", default="auto", help="auto (latest checkpoint in out_dir), never, or a directory")
 
 
-def _frames(args: argparse.Namespace) -> tuple[int, ...]:
+def load_teacher_config(args: argparse.Namespace) -> TeacherTrainConfig:
+    overrides = list(args.set)
+    for key, value in (("out_dir", args.out), ("init", args.init), ("transfer_from", args.transfer_from)):
+        if value:
+            overrides.append(f"{key}={value}")
+    if args.no_eval:
+        overrides.append("evaluate=false")
+    return load_config(TeacherTrainConfig, args.config, overrides)
+
+
+def _frames(cfg: TeacherTrainConfig) -> tuple[int, ...]:
     from .data import FRAMES_PER_SEED
 
-    spec = getattr(args, "frames", None)
-    return tuple(int(f) for f in spec.split(",")) if spec else FRAMES_PER_SEED
+    return tuple(cfg.frames) if cfg.frames else FRAMES_PER_SEED
 
 
 def _captions(vocab, templates, rng: np.random.Generator) -> list[str]:
@@ -112,27 +68,16 @@ def _captions(vocab, templates, rng: np.random.Generator) -> list[str]:
     return out
 
 
-def _text_warmup(teacher, vocab, templates, rng, opt, args) -> float:
-    """Caption-vs-caption contrast only: separates the classes' text embeddings before joint training."""
-    start = time.perf_counter()
-    scale = 1.0 / 0.07
+def _caption_contrast(teacher, vocab, templates, rng, scale) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two independent captions per class: (their mean as the class anchors [C, D], the loss that
+    tells each class's captions from the other classes'). A randomly initialised text tower maps all
+    captions to nearly the same vector; this contrast separates them."""
+    caps = _captions(vocab, templates, rng) + _captions(vocab, templates, rng)
+    both = teacher.encode_prompts(caps, grad=True).view(2, len(vocab), -1)  # [2, C, D]
+    tt = scale * both[0] @ both[1].T
     classes = torch.arange(len(vocab))
-    for group in opt.param_groups:
-        group["lr"] = args.lr
-    for _ in range(args.text_warmup_steps):
-        caps = _captions(vocab, templates, rng) + _captions(vocab, templates, rng)
-        both = teacher.encode_prompts(caps, grad=True).view(2, len(vocab), -1)
-        tt = scale * both[0] @ both[1].T
-        loss = 0.5 * (F.cross_entropy(tt, classes) + F.cross_entropy(tt.T, classes))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    if args.text_warmup_steps:
-        print(
-            f"text warm-up: {args.text_warmup_steps} steps, caption loss {loss.item():.3f}, "
-            f"{time.perf_counter() - start:.0f} s"
-        )
-    return time.perf_counter() - start
+    loss = 0.5 * (F.cross_entropy(tt, classes) + F.cross_entropy(tt.T, classes))
+    return F.normalize(both.mean(0), dim=-1), loss
 
 
 def transfer_weights(src: torch.nn.Module, dst: torch.nn.Module) -> None:
@@ -194,28 +139,30 @@ def _batch(images, labels, idx, tile, rng, mean, std):
     return (x - mean) / std, torch.stack(labs).long()
 
 
-def train(args: argparse.Namespace) -> dict:
+def train(cfg: TeacherTrainConfig, resume: str = "auto") -> dict:
     from clip2scene_ros.teacher import TeacherConfig, TextEmbeddingCache, load_templates, load_vocabulary
     from clip2scene_ros.teacher.loading import load_open_clip
     from clip2scene_ros.teacher.teacher import Teacher
 
+    from ..trainer import DistInfo, Stage, learning_rate, run_loop, save_state_dict, seed_everything
     from .data import TRAIN_SEEDS, load_split, parse_seeds, render_split
 
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
-    vocab = load_vocabulary(args.vocab)
-    templates = load_templates(args.templates)
+    seed_everything(cfg.seed)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    out_dir = Path(cfg.out_dir)
+    vocab = load_vocabulary(cfg.vocabulary)
+    templates = load_templates(cfg.templates)
     t0 = time.perf_counter()
     split = render_split(
         "train",
-        parse_seeds(args.train_seeds) if args.train_seeds else TRAIN_SEEDS,
-        frames=_frames(args),
-        data_dir=args.data_dir,
+        parse_seeds(cfg.train_seeds) if cfg.train_seeds else TRAIN_SEEDS,
+        frames=_frames(cfg),
+        data_dir=cfg.data_dir,
     )
     render_s = time.perf_counter() - t0
     all_images, all_labels = [split.images], [split.labels]
-    for extra in args.extra_data:
+    for extra in cfg.extra_data:
         more = load_split(extra)
         if more.images.shape[1:] != split.images.shape[1:]:
             raise ValueError(f"{extra}: images {more.images.shape[1:]} differ from {split.images.shape[1:]}")
@@ -224,30 +171,28 @@ def train(args: argparse.Namespace) -> dict:
     images = torch.from_numpy(np.concatenate(all_images))
     labels = torch.from_numpy(np.concatenate(all_labels))
     del all_images, all_labels
-    if args.init and getattr(args, "transfer_from", None):
-        raise ValueError("--init (same architecture) and --transfer-from (another one) exclude each other")
-    if args.init:  # continue from an existing teacher directory (same architecture)
-        clip = load_open_clip(args.init)
+    if cfg.init:  # continue from an existing teacher directory (same architecture)
+        clip = load_open_clip(cfg.init)
     else:
-        clip = load_open_clip(args.model_config, random_init=True)
-        if getattr(args, "transfer_from", None):
-            transfer_weights(load_open_clip(args.transfer_from).model, clip.model)
+        clip = load_open_clip(cfg.model_config, random_init=True)
+        if cfg.transfer_from:
+            transfer_weights(load_open_clip(cfg.transfer_from).model, clip.model)
             clip.reset_model_id()
     vis = clip.model_cfg["vision_cfg"]
     tile = tuple(vis["image_size"]) if isinstance(vis["image_size"], list) else (vis["image_size"],) * 2
     full = tuple(images.shape[1:3])
     teacher = Teacher(
         clip,
-        TeacherConfig(input_size=full, tile=tile, templates=args.templates),
+        TeacherConfig(input_size=full, tile=tile, templates=cfg.templates),
         text_cache=TextEmbeddingCache(persist=False),
     )
-    model = clip.model.train()
+    model = clip.model
     num_ids = max(vocab.ids) + 1
     freq = torch.bincount(labels.flatten().long(), minlength=num_ids).double()
     freq[vocab.ignore_index] = 0
     weight = torch.zeros(num_ids)
     present = freq > 0
-    weight[present] = (freq[present] / freq[present].sum()).pow(-args.class_balance).float()
+    weight[present] = (freq[present] / freq[present].sum()).pow(-cfg.class_balance).float()
     weight[present] = weight[present] / weight[present].mean()
     print(
         f"train set: {len(images)} images {full[0]}x{full[1]}, crops {tile}, "
@@ -260,100 +205,111 @@ def train(args: argparse.Namespace) -> dict:
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decay = [p for n, p in params if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in params if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr,
-        betas=(0.9, 0.98),
+    from ..trainer import build_optimizer
+
+    opt = build_optimizer(
+        [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        cfg.optim,
     )
     mean, std = teacher._mean, teacher._std
-    text_s = _text_warmup(teacher, vocab, templates, rng, opt, args)
-    total = args.steps
-    budget = args.max_minutes * 60.0 - text_s
-    log: list[dict] = []
-    start = time.perf_counter()
-    try:
-        from tqdm import tqdm
+    warm = cfg.text_warmup_steps
+    class_weight = weight[vocab.ids]
+    classes_offset = vocab.ignore_index + 1
 
-        bar = tqdm(total=total, desc="teacher", unit="step")
-    except ImportError:
-        bar = None
-    step = 0
-    while step < total:
-        elapsed = time.perf_counter() - start
-        if step == 10:  # fit the cosine schedule to the time budget
-            total = max(20, min(args.steps, int(budget / (elapsed / step))))
-            if bar is not None:
-                bar.total = total
-        if elapsed > budget * 1.05:
-            break
-        lr = args.lr * min(1.0, (step + 1) / args.warmup)
-        if step >= args.warmup:
-            lr = args.lr * (
-                0.03
-                + 0.97 * 0.5 * (1 + math.cos(math.pi * (step - args.warmup) / max(1, total - args.warmup)))
-            )
-        for group in opt.param_groups:
-            group["lr"] = lr
-        idx = rng.integers(0, len(images), args.batch_size)
-        pixels, lab = _batch(images, labels, idx, tile, rng, mean, std)
-        feats = teacher.dense_from_pixels(pixels)  # [B, D, h, w], L2-normalised
-        # two independent captions per class: their mean is the class anchor of the patch loss, and
-        # telling them apart from other classes' captions separates the text embeddings early on
-        # (a randomly initialised text tower maps all captions to nearly the same vector)
-        caps = _captions(vocab, templates, rng) + _captions(vocab, templates, rng)
-        both = teacher.encode_prompts(caps, grad=True).view(2, len(vocab), -1)  # [2, C, D]
-        text = F.normalize(both.mean(0), dim=-1)
+    def batches(start_step: int):
+        # Crops and captions are drawn from generators seeded by the step, so a resumed run draws
+        # exactly what the uninterrupted one would have.
+        for step in itertools.count(start_step):
+            rng = np.random.default_rng([cfg.seed, step])
+            if step < warm:  # caption contrast only: no crops
+                yield None, rng
+                continue
+            idx = rng.integers(0, len(images), cfg.batch_size)
+            pixels, lab = _batch(images, labels, idx, tile, rng, mean, std)
+            yield (pixels, lab), rng
+
+    def forward(batch, step: int):
+        crops, rng = batch
+        if crops is None:
+            _, text_loss = _caption_contrast(teacher, vocab, templates, rng, 1.0 / 0.07)
+            return None, text_loss
+        feats = teacher.dense_from_pixels(crops[0])  # [B, D, h, w], L2-normalised
+        text, text_loss = _caption_contrast(teacher, vocab, templates, rng, model.logit_scale.exp().clamp(max=100.0))
+        return (feats, text), text_loss
+
+    def loss_fn(outputs, batch, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        pix_out, text_loss = outputs
+        text_loss = text_loss.float()
+        if pix_out is None:
+            return text_loss, {"text_loss": float(text_loss.detach())}
+        feats, text = pix_out
         scale = model.logit_scale.exp().clamp(max=100.0)
-        tt = scale * both[0] @ both[1].T
-        classes = torch.arange(len(vocab))
-        text_loss = 0.5 * (F.cross_entropy(tt, classes) + F.cross_entropy(tt.T, classes))
-        logits = scale * torch.einsum("bdhw,cd->bchw", feats, text)
+        logits = scale * torch.einsum("bdhw,cd->bchw", feats.float(), text.float())
         logits = F.interpolate(logits, size=tile, mode="bilinear", align_corners=False)
-        # vocabulary ids 1..C -> class index 0..C-1; ignore (0) -> -100
-        target = lab - (vocab.ignore_index + 1)
+        lab = batch[0][1]
+        target = lab - classes_offset  # vocabulary ids 1..C -> class index 0..C-1; ignore (0) -> -100
         target[lab == vocab.ignore_index] = -100
-        pixel_loss = F.cross_entropy(logits, target, weight=weight[vocab.ids], ignore_index=-100)
-        loss = pixel_loss + args.text_loss_weight * text_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
-        opt.step()
+        pixel_loss = F.cross_entropy(logits, target, weight=class_weight, ignore_index=-100)
+        loss = pixel_loss + cfg.text_loss_weight * text_loss
+        return loss, {"pixel_loss": float(pixel_loss.detach()), "text_loss": float(text_loss.detach())}
+
+    def lr_factor(step: int, total: int) -> float:
+        if step < warm:  # constant during the caption warm-up, then warm-up + cosine of its own
+            return 1.0
+        o = cfg.optim
+        return learning_rate(step - warm, total - warm, 1.0, o.schedule, o.warmup_steps, o.min_lr_ratio)
+
+    def after_step(step: int) -> None:
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        step += 1
-        log.append(
-            {
-                "step": step,
-                "loss": pixel_loss.item(),
-                "text_loss": text_loss.item(),
-                "lr": lr,
-                "seconds": time.perf_counter() - start,
-            }
-        )
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(pix=f"{pixel_loss.item():.3f}", txt=f"{text_loss.item():.3f}")
-    if bar is not None:
-        bar.close()
-    train_s = time.perf_counter() - start + text_s
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "train_config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    stage = Stage(
+        name="teacher",
+        model=model,
+        optimizer=opt,
+        batches=batches,
+        forward=forward,
+        loss=loss_fn,
+        lr_factor=lr_factor,
+        fields=("pixel_loss", "text_loss"),
+        samples_per_step=cfg.batch_size,
+        after_step=after_step,
+        save_model=save_state_dict,
+        grad_params=[p for _, p in params],
+    )
+    total = warm + int(cfg.max_steps)
+    budget = cfg.max_minutes * 60.0 if cfg.max_minutes else None
+    result = run_loop(
+        stage, cfg, total, DistInfo(), out_dir, resume, cfg.optim.grad_clip, time_budget_s=budget,
+        budget_from_step=warm,
+    )  # fmt: skip
     clip.reset_model_id()
     model.eval()
+    from ..trainer import read_metrics
+
+    log = [
+        {k: float(v) for k, v in row.items() if v not in ("", None)}
+        for row in read_metrics(out_dir / "metrics.csv")
+        if row.get("pixel_loss")
+    ]
     return {
         "teacher": teacher,
         "log": log,
-        "train_seconds": train_s,
+        "train_seconds": result.seconds,
         "render_seconds": render_s,
-        "steps": step,
+        "steps": result.step - warm,
         "num_images": len(images),
         "tile": tile,
         "input_size": full,
-        "data": [str(split.path), *map(str, args.extra_data)],
+        "data": [str(split.path), *map(str, cfg.extra_data)],
         "vocab": vocab,
         "class_weights": weight.tolist(),
     }
 
 
-def save_teacher(out: Path, result: dict, args: argparse.Namespace) -> Path:
+def save_teacher(out: Path, result: dict, cfg: TeacherTrainConfig) -> Path:
     """model.safetensors (fp16) + open_clip_config.json (open_clip local-dir layout) + log."""
     from safetensors.torch import save_file
 
@@ -375,7 +331,7 @@ def save_teacher(out: Path, result: dict, args: argparse.Namespace) -> Path:
             # A second tile grid shifted by half a tile: +3.1-3.3 pixel mIoU for 2.7x the CPU
             # (measured on the patch-4 teachers), worth it for a teacher whose features are cached.
             "tile_overlap": True,
-            "templates": args.templates,
+            "templates": cfg.templates,
         },
     }
     (out / "open_clip_config.json").write_text(json.dumps(config, indent=1))
@@ -386,8 +342,8 @@ def save_teacher(out: Path, result: dict, args: argparse.Namespace) -> Path:
                 "train_seconds": result["train_seconds"],
                 "render_seconds": result["render_seconds"],
                 "num_images": result["num_images"],
-                "args": {k: v for k, v in vars(args).items() if not callable(v)},
-                "loss": [[e["step"], round(e["loss"], 4)] for e in result["log"]],
+                "config": config_to_dict(cfg),
+                "loss": [[int(e["step"]), round(e["pixel_loss"], 4)] for e in result["log"]],
             },
             indent=0,
         )
@@ -403,7 +359,7 @@ def _plot_loss(log: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     steps = np.array([e["step"] for e in log])
-    loss = np.array([e["loss"] for e in log])
+    loss = np.array([e["pixel_loss"] for e in log])
     k = max(1, len(loss) // 50)
     smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
     fig, ax = plt.subplots(figsize=(6, 3))
@@ -423,19 +379,15 @@ def write_card(out: Path) -> Path:
     cfg = json.loads((out / "open_clip_config.json").read_text())
     metrics_path = out / "eval" / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-    a = log["args"]
+    a = log["config"]
     vis, txt = cfg["model_cfg"]["vision_cfg"], cfg["model_cfg"]["text_cfg"]
     size_mb = (out / "model.safetensors").stat().st_size / 2**20
     cmd = (
-        f"clip2scene train teacher --model-config {a['model_config']} --batch-size {a['batch_size']} "
-        f"--lr {a['lr']} --warmup {a['warmup']} --class-balance {a['class_balance']} "
-        f"--text-warmup-steps {a.get('text_warmup_steps', 0)} --threads {a['threads']} --max-minutes {a['max_minutes']}"
-        + (f" --train-seeds {a['train_seeds']}" if a.get("train_seeds") else "")
-        + (" --extra-data " + " ".join(a["extra_data"]) if a.get("extra_data") else "")
+        "clip2scene train teacher --config train_config.yaml"
         + (f" --init {a['init']}" if a.get("init") else "")
         + (f" --transfer-from {a['transfer_from']}" if a.get("transfer_from") else "")
-        + (f" --steps {a['steps']}" if a.get("steps") != 2000 else "")
     )
+    opt = a["optim"]
     if a.get("transfer_from") or a.get("init"):
         origin = f"initialised from the teacher in `{a.get('transfer_from') or a['init']}` and trained on"
     else:
@@ -479,9 +431,11 @@ def write_card(out: Path) -> Path:
         "- held-out evaluation: scene seeds 950000:950008, frames 0/40/80/120, all six cameras",
         "",
         "## Training",
-        f"- `{cmd}`",
+        f"- `{cmd}` (`train_config.yaml` beside the weights holds every setting: AdamW lr {opt['lr']}, "
+        f"{a['text_warmup_steps']} caption warm-up steps, class balance {a['class_balance']}, batch {a['batch_size']})",
         f"- {log['steps']} steps of {a['batch_size']} crops in **{log['train_seconds'] / 60:.1f} min** on the "
-        f"shared 2-core CPU ({a['threads']} threads; rendering the images took {log['render_seconds'] / 60:.1f} min "
+        f"shared 2-core CPU ({a['num_threads']} threads; rendering the images took "
+        f"{log['render_seconds'] / 60:.1f} min "
         "once); loss curve: `training_loss.png`",
         "",
         "## Results (`clip2scene evaluate teacher`)",
@@ -503,24 +457,25 @@ def write_card(out: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = train(args)
-    out = save_teacher(Path(args.out), result, args)
+    cfg = load_teacher_config(args)
+    result = train(cfg, resume=args.resume)
+    out = save_teacher(Path(cfg.out_dir), result, cfg)
     print(f"trained {result['steps']} steps in {result['train_seconds'] / 60:.1f} min; wrote {out}")
-    if not args.no_eval:
+    if cfg.evaluate:
         from . import evaluate
 
         eval_args = argparse.Namespace(
             teacher=str(out),
             weights=None,
-            vocab=args.vocab,
-            val_seeds=args.val_seeds,
-            data_dir=args.data_dir,
+            vocab=cfg.vocabulary,
+            val_seeds=cfg.val_seeds,
+            data_dir=cfg.data_dir,
             limit=0,
-            frames=args.frames,
+            frames=",".join(map(str, cfg.frames)) if cfg.frames else None,
             out=str(out / "eval"),
             key_smoothing=None,
             prompt_denoising=None,
-            threads=args.threads,
+            threads=cfg.num_threads or 1,
         )
         evaluate.run(eval_args)
     print(f"model card: {write_card(out)}")
