@@ -46,3 +46,23 @@ def cloud_to_array(msg) -> np.ndarray:
         raise ValueError(f"row_step {msg.row_step} is inconsistent with width*point_step {row_bytes}")
     rows = buf[: msg.row_step * msg.height].reshape(msg.height, msg.row_step)[:, :row_bytes]
     return np.ascontiguousarray(rows).view(dtype).reshape(-1)
+
+
+def little_endian_points(msg) -> np.ndarray:
+    """uint8 [height*width, point_step]: the points' bytes with every field little-endian.
+
+    Big-endian clouds are converted field by field (bytes outside fields stay as they are), so the
+    output of a node can append little-endian fields and declare one byte order.
+    """
+    n = msg.width * msg.height
+    raw = np.zeros((n, msg.point_step), np.uint8)
+    if n == 0:
+        return raw
+    cloud = np.ascontiguousarray(cloud_to_array(msg))
+    raw[:] = cloud.view(np.uint8).reshape(n, msg.point_step)
+    if msg.is_bigendian:
+        swapped = cloud.astype(cloud.dtype.newbyteorder("<")).view(np.uint8).reshape(n, msg.point_step)
+        for name in cloud.dtype.names:
+            sub, off = cloud.dtype.fields[name][:2]
+            raw[:, off : off + sub.itemsize] = swapped[:, off : off + sub.itemsize]
+    return raw

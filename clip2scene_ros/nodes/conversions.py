@@ -11,7 +11,12 @@ import array
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 
-from clip2scene_ros.cloud_layout import POINTFIELD_DTYPES, cloud_to_array, fields_to_dtype  # noqa: F401
+from clip2scene_ros.cloud_layout import (  # noqa: F401
+    POINTFIELD_DTYPES,
+    cloud_to_array,
+    fields_to_dtype,
+    little_endian_points,
+)
 
 _PF = {kind: code for code, kind in POINTFIELD_DTYPES.items()}  # numpy kind -> PointField datatype
 
@@ -58,8 +63,6 @@ def labelled_cloud(msg: PointCloud2, labels: np.ndarray, scores: np.ndarray, rgb
     Input fields that share a name with an output field are hidden (their bytes stay as padding).
     """
     n = msg.width * msg.height
-    if msg.is_bigendian and n:
-        raise ValueError("big-endian clouds are not supported; publish little-endian points")
     in_step = msg.point_step
     base = in_step + (-in_step) % 4  # keep the appended floats 4-byte aligned
     out_step = base + 12  # label u2, 2 bytes padding, score f4, rgb f4
@@ -69,11 +72,14 @@ def labelled_cloud(msg: PointCloud2, labels: np.ndarray, scores: np.ndarray, rgb
     data = array.array("B", b"\0") * (n * out_step)
     if n:
         raw = np.frombuffer(data, dtype=np.uint8).reshape(n, out_step)
-        src = np.frombuffer(msg.data, dtype=np.uint8)
-        row_bytes = msg.width * in_step
-        if msg.height > 1 and msg.row_step != row_bytes:
-            src = src[: msg.row_step * msg.height].reshape(msg.height, msg.row_step)[:, :row_bytes]
-        raw[:, :in_step] = src[: n * in_step].reshape(n, in_step)
+        if msg.is_bigendian:  # converted: the output declares one byte order for all its fields
+            raw[:, :in_step] = little_endian_points(msg)
+        else:
+            src = np.frombuffer(msg.data, dtype=np.uint8)
+            row_bytes = msg.width * in_step
+            if msg.height > 1 and msg.row_step != row_bytes:
+                src = src[: msg.row_step * msg.height].reshape(msg.height, msg.row_step)[:, :row_bytes]
+            raw[:, :in_step] = src[: n * in_step].reshape(n, in_step)
         rec = raw.reshape(-1).view(
             np.dtype(
                 {
