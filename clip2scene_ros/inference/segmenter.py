@@ -29,6 +29,7 @@ from .relevance import (
     PhraseRateLimiter,
     relevance_from_cosines,
 )
+from .text_space import check_text_space
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,12 @@ class Segmenter:
             max_disk_bytes=int(cfg.text_cache_disk_mb * 1024 * 1024),
         )
         teacher = _create_teacher(create_teacher, cfg.teacher, cfg.device, text_cache)
+        check_text_space(
+            Path(cfg.checkpoint).expanduser(),
+            cfg.teacher or "default",
+            teacher.model_id,
+            lambda vocab: _to_numpy(teacher.encode_vocabulary(vocab)),
+        )
 
         def encode_text(texts: list[str]) -> np.ndarray:
             emb = teacher.encode_text(list(texts))

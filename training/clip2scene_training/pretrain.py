@@ -200,12 +200,12 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
         "student": str(out_dir / "student"),
     }
     if dist_info.is_main:
-        save_student(out_dir / "student", model, text, vocab, cfg)
+        save_student(out_dir / "student", model, text, vocab, cfg, text_space=teacher.model_id)
     cleanup_distributed()
     return summary
 
 
-def save_student(directory: Path, model, text: torch.Tensor, vocab, cfg) -> Path:
+def save_student(directory: Path, model, text: torch.Tensor, vocab, cfg, text_space: str | None = None) -> Path:
     """The student checkpoint (models.save_checkpoint) plus its vocabulary's text embeddings, so
     annotation-free evaluation and the online node need no teacher for that vocabulary."""
     from safetensors.torch import save_file
@@ -220,6 +220,8 @@ def save_student(directory: Path, model, text: torch.Tensor, vocab, cfg) -> Path
         "teacher": config_to_dict(cfg.teacher),
         "voxel_size": cfg.voxel_size or model.config.voxel_size,
     }
+    if text_space:  # the teacher's content fingerprint: the node refuses another text encoder
+        extra["text_space"] = text_space
     save_checkpoint(directory, model, extra)
     save_file({"text": text.contiguous()}, str(Path(directory) / "text_embeddings.safetensors"))
     return Path(directory)
