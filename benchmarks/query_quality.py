@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     seg = Segmenter.from_config(
         SegmenterConfig(checkpoint=args.checkpoint or str(default_checkpoint()), teacher=args.teacher)
     )
+    seg.phrase_limiter = None  # offline: every phrase is wanted, the online rate limit does not apply
     vocab = seg.vocabulary
     names = list(vocab.class_names)
     missing = [n for n in names if n not in PARAPHRASES]
