@@ -46,6 +46,20 @@ echo "[setup] installing Python dependencies (first run takes a few minutes)"
 pip_q install -q -r "$ROOT/requirements.txt"
 "$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check; exit 1; }
 
+# Optional torchsparse 1.4 (CPU build, a numerical reference for tests) from the shared wheel folder;
+# its extension binds CPython 3.11 + torch 2.14.1, so any other venv goes without it (tests skip).
+TS_DIR=${TORCHSPARSE_WHEEL_DIR:-$ROOT/../shared/wheels/torchsparse}
+TS_WHEEL=$TS_DIR/torchsparse-1.4.0-cp311-cp311-linux_x86_64.whl
+if [ -f "$TS_WHEEL" ]; then
+  if ! "$VENV/bin/python" -c "import sys, torch; sys.exit(sys.version_info[:2] != (3, 11) or torch.__version__.split('+')[0] != '2.14.1')"; then
+    echo "[setup] skipping torchsparse: its wheel needs CPython 3.11 and torch 2.14.1"
+  elif (cd "$TS_DIR" && grep " $(basename "$TS_WHEEL")\$" SHA256SUMS | sha256sum -c --quiet -); then
+    pip_q install -q --no-deps "$TS_WHEEL"
+  else
+    echo "[setup] skipping torchsparse: $TS_WHEEL does not match its SHA256SUMS" >&2
+  fi
+fi
+
 # The ROS wheels were built in a manylinux container and hard-code its include paths.
 PYINC=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
 NPINC=$("$VENV/bin/python" -c "import numpy; print(numpy.get_include())")
