@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from clip2scene_ros.sparse import KernelMaps, PaddedMaps, build_kernel_maps, voxelize
+from clip2scene_ros.sparse import KernelMaps, PaddedMaps, Voxels, build_kernel_maps, voxelize
 from clip2scene_ros.sparse.ops import DownConv3d, SubmConv3d, UpConv3d
 
+ARCHS = ("minkunet", "spvcnn")  # spvcnn: the same U-Net plus a point branch (models/spvcnn.py)
 FEATURE_COLUMNS = {"x": 0, "y": 1, "z": 2, "intensity": 3}
 
 
@@ -33,9 +34,10 @@ def feature_column(name: str) -> int:
 
 @dataclass
 class ModelConfig:
-    """Architecture of a :class:`MinkUNet` (stored as JSON next to checkpoints)."""
+    """Architecture of a :class:`MinkUNet` or an SPVCNN (``arch``; stored as JSON next to checkpoints)."""
 
     name: str = "minkunet18"
+    arch: str = "minkunet"
     layers: list[int] = field(default_factory=lambda: [2, 2, 2, 2, 2, 2, 2, 2])
     stem_channels: int = 32
     stem_convs: int = 2
@@ -50,6 +52,8 @@ class ModelConfig:
     bn_momentum: float = 0.1
 
     def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; use one of {ARCHS}")
         if len(self.layers) != 8:
             raise ValueError(f"layers needs 8 entries (4 encoder + 4 decoder stages), got {self.layers}")
         if len(self.encoder_channels) != 4 or len(self.decoder_channels) != 4:
@@ -197,6 +201,15 @@ class MinkUNet(nn.Module):
     # -- core -----------------------------------------------------------------------------------
     def forward(self, feats: Tensor, maps: KernelMaps | PaddedMaps) -> dict[str, Tensor]:
         """Voxel features [N_0, C_in] in level-0 row order -> ``{head: [N_0, embed_dim]}``."""
+        self.check_input(feats, maps)
+        x = self.run_stem(feats, maps)
+        skips = [x]
+        x = self.run_encoder(x, maps, skips)
+        for i in range(4):
+            x = self.run_decoder_stage(i, x, skips, maps)
+        return self.run_heads(x)
+
+    def check_input(self, feats: Tensor, maps: KernelMaps | PaddedMaps) -> None:
         if feats.ndim != 2 or feats.shape[1] != len(self.config.in_features):
             raise ValueError(
                 f"expected voxel features [N, {len(self.config.in_features)}] "
@@ -208,22 +221,32 @@ class MinkUNet(nn.Module):
                 f"{feats.shape[0]} feature rows but the kernel maps hold {n0} voxels; "
                 "build the maps from the same voxel coordinates"
             )
-        x = feats
+
+    def run_stem(self, x: Tensor, maps: KernelMaps | PaddedMaps) -> Tensor:
         for conv in self.stem:
             x = conv(x, maps, 0, True)
-        skips = [x]
+        return x
+
+    def run_encoder(self, x: Tensor, maps: KernelMaps | PaddedMaps, skips: list[Tensor]) -> Tensor:
+        """Levels 1..4; appends each level's output to ``skips``."""
         for i, (down, blocks) in enumerate(zip(self.down, self.enc_blocks)):
             x = down(x, maps, i, True)
             for b in blocks:
                 x = b(x, maps, i + 1)
             skips.append(x)
-        for i, (up, blocks) in enumerate(zip(self.up, self.dec_blocks)):
-            level = 3 - i
-            x = up(x, maps, level, True)
-            skip = skips[level]
-            x = torch.cat([x.to(skip.dtype), skip], 1)
-            for b in blocks:
-                x = b(x, maps, level)
+        return x
+
+    def run_decoder_stage(self, i: int, x: Tensor, skips: list[Tensor], maps: KernelMaps | PaddedMaps) -> Tensor:
+        """Decoder stage ``i`` (0..3): up to level ``3 - i``, concatenate its skip, residual blocks."""
+        level = 3 - i
+        x = self.up[i](x, maps, level, True)
+        skip = skips[level]
+        x = torch.cat([x.to(skip.dtype), skip], 1)
+        for b in self.dec_blocks[i]:
+            x = b(x, maps, level)
+        return x
+
+    def run_heads(self, x: Tensor) -> dict[str, Tensor]:
         if next(iter(self.heads.values())).weight.dtype != torch.float32:
             # heads in fp32: cheap, and keeps reduced-precision labels stable
             x = x.float()
@@ -254,7 +277,6 @@ class MinkUNet(nn.Module):
             raise ValueError("encode_points() needs at least one cloud")
         cols = self.feature_columns()
         need = max(cols) + 1
-        dtype = next(self.parameters()).dtype
         device = next(self.parameters()).device
         clouds = []
         for i, p in enumerate(points):
@@ -271,12 +293,9 @@ class MinkUNet(nn.Module):
         if len(vox) == 0:
             d = self.config.embed_dim
             return [{h: clouds[i].new_zeros((n, d)) for h in self.config.heads} for i, n in enumerate(sizes)]
-        maps = self.build_maps(vox.coords)
-        feats = vox.feats.index_select(0, maps.input_order)[:, cols].to(dtype)
-        out = self(feats, maps)
-        p2v = vox.point_to_voxel
-        valid = p2v >= 0
-        rows = torch.where(valid, maps.input_rank[p2v.clamp(min=0)], torch.zeros_like(p2v))
+        out, rows = self.run_voxelized(torch.cat(clouds), vox, vs)
+        valid = rows >= 0
+        rows = rows.clamp(min=0)
         per_point = {}
         for h, f in out.items():
             g = f.float().index_select(0, rows)
@@ -287,6 +306,15 @@ class MinkUNet(nn.Module):
             result.append({h: v[start : start + n] for h, v in per_point.items()})
             start += n
         return result
+
+    def run_voxelized(self, points: Tensor, vox: Voxels, voxel_size: float) -> tuple[dict[str, Tensor], Tensor]:
+        """Forward on voxelized clouds: output rows and each point's row in them (-1 = dropped point)."""
+        maps = self.build_maps(vox.coords)
+        dtype = next(self.parameters()).dtype
+        feats = vox.feats.index_select(0, maps.input_order)[:, self.feature_columns()].to(dtype)
+        p2v = vox.point_to_voxel
+        rows = torch.where(p2v >= 0, maps.input_rank[p2v.clamp(min=0)], torch.full_like(p2v, -1))
+        return self(feats, maps), rows
 
     @torch.no_grad()
     def fold_bn(self) -> MinkUNet:

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .minkunet import MinkUNet, ModelConfig
+from .spvcnn import SPVCNN
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CHECKPOINT_FORMAT = "clip2scene_ros.minkunet/1"
@@ -41,8 +42,9 @@ def load_config(name_or_config: str | Path | dict | ModelConfig, **overrides: An
 
 
 def create_model(name_or_config: str | Path | dict | ModelConfig, **overrides: Any) -> MinkUNet:
-    """Build a MinkUNet, e.g. ``create_model("minkunet18", width=0.5, embed_dim=64)``."""
-    return MinkUNet(load_config(name_or_config, **overrides))
+    """Build a MinkUNet or an SPVCNN (config ``arch``), e.g. ``create_model("minkunet18", width=0.5)``."""
+    config = load_config(name_or_config, **overrides)
+    return SPVCNN(config) if config.arch == "spvcnn" else MinkUNet(config)
 
 
 def save_checkpoint(directory: str | Path, model: MinkUNet, extra: dict | None = None) -> Path:
@@ -74,7 +76,7 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{cpath}: unsupported checkpoint format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT}")
     config = ModelConfig.from_dict(meta["config"])
-    model = MinkUNet(config)
+    model = create_model(config)
     if meta.get("bn_folded"):
         model.fold_bn()
     state = load_file(str(wpath))
