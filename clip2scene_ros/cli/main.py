@@ -17,11 +17,17 @@ from clip2scene_ros import __version__
 from clip2scene_ros.resources import configure_ros_environment
 
 # Order shown in --help. `train` and `evaluate` import clip2scene_training lazily.
-SUBCOMMANDS = ("sim", "prepare", "train", "evaluate", "export", "segment", "replay", "query", "demo")
+SUBCOMMANDS = (
+    "sim", "prepare", "train", "evaluate", "export", "convert-torchsparse", "segment", "replay", "query", "demo",
+)  # fmt: skip
+
+
+def _module(name: str) -> str:
+    return f"clip2scene_ros.cli.{name.replace('-', '_')}"
 
 
 def _available() -> list[str]:
-    return [n for n in SUBCOMMANDS if importlib.util.find_spec(f"clip2scene_ros.cli.{n}") is not None]
+    return [n for n in SUBCOMMANDS if importlib.util.find_spec(_module(n)) is not None]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _available():
-        module = importlib.import_module(f"clip2scene_ros.cli.{name}")
+        module = importlib.import_module(_module(name))
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from clip2scene_ros.models import ExportModule, MinkUNet, ModelConfig
+from clip2scene_ros.models.spvcnn import PointVoxelMaps, prepare_spvcnn
 from clip2scene_ros.sparse import KernelMaps, padded_input_names, padded_tensors, voxelize
 from clip2scene_ros.sparse.samples import lidar_like_scene
 
@@ -74,7 +75,7 @@ class PreparedInputs:
     """One batch of points voxelized, with kernel maps, and the way back from voxels to points."""
 
     feats: torch.Tensor | None  # [N_0, C_in] in level-0 row order
-    maps: KernelMaps | None
+    maps: KernelMaps | PointVoxelMaps | None
     point_rows: np.ndarray  # level-0 voxel row per point, -1 for dropped points
     num_voxels: int
 
@@ -98,9 +99,13 @@ def prepare_inputs(
         raise ValueError(
             f"points must have shape [P, {max(cols) + 1}+] (model reads {config.in_features}), got {tuple(pts.shape)}"
         )
-    vox = voxelize(pts, config.voxel_size if voxel_size is None else voxel_size)
+    vs = config.voxel_size if voxel_size is None else voxel_size
+    vox = voxelize(pts, vs)
     if len(vox) == 0:
         return PreparedInputs(None, None, np.full(len(pts), -1, dtype=np.int64), 0)
+    if config.arch == "spvcnn":  # per-point outputs: the rows are the valid points
+        feats, pv_maps, rows = prepare_spvcnn(config, pts, vox, vs)
+        return PreparedInputs(feats.contiguous(), pv_maps, rows.numpy(), len(vox))
     maps = MinkUNet.build_maps_for(config, vox.coords)
     feats = vox.feats.index_select(0, maps.input_order)[:, cols].contiguous()
     p2v = vox.point_to_voxel

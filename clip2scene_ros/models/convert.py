@@ -56,7 +56,7 @@ def _pairs(model: MinkUNet, head: str) -> list[tuple[str, str, str]]:
         convbn(f"up{i + 1}.0.net.0", f"up{i + 1}.0.net.1", f"up.{i}", model.up[i], "conv2")
         for j, b in enumerate(model.dec_blocks[i]):
             block(f"up{i + 1}.1.{j}", f"dec_blocks.{i}.{j}", b)
-    for i, t in enumerate(getattr(model, "point_transforms", [])):
+    for i in range(len(getattr(model, "point_transforms", []))):
         out.append((f"point_transforms.{i}.0.weight", f"point_transforms.{i}.linear.weight", "copy"))
         out.append((f"point_transforms.{i}.0.bias", f"point_transforms.{i}.linear.bias", "copy"))
         out += [(f"point_transforms.{i}.1.{k}", f"point_transforms.{i}.bn.{k}", "bn") for k in _BN_KEYS]

@@ -46,7 +46,8 @@ class PointMaps:
         return int(next(iter(self.voxel.values())).shape[0])
 
     def to(self, device: torch.device | str) -> PointMaps:
-        return PointMaps(*({s: t.to(device) for s, t in getattr(self, f.name).items()} for f in dataclasses.fields(self)))
+        fields = (getattr(self, f.name) for f in dataclasses.fields(self))
+        return PointMaps(*({s: t.to(device) for s, t in d.items()} for d in fields))
 
 
 @dataclass(eq=False)
