@@ -89,6 +89,12 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
 
+def bn_affine(bn: nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
+    """An eval-mode BatchNorm as ``x * scale + shift``."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
 class ConvBN(nn.Module):
     """Sparse or pointwise convolution + BatchNorm (+ ReLU); BN folds into the conv for inference."""
 
@@ -115,9 +121,7 @@ class ConvBN(nn.Module):
     def fold(self) -> None:
         if isinstance(self.bn, nn.Identity):
             return
-        bn = self.bn
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        bias = bn.bias - bn.running_mean * scale
+        scale, bias = bn_affine(self.bn)
         if self.conv.bias is not None:
             bias = bias + self.conv.bias * scale
         self.conv.weight.mul_(scale.to(self.conv.weight.dtype))

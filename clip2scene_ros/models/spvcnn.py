@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from clip2scene_ros.sparse import KernelMaps, PaddedMaps, Voxels
 from clip2scene_ros.sparse.pointvoxel import PaddedPointMaps, PointMaps, build_point_maps, devoxelize, voxelize_mean
 
-from .minkunet import MinkUNet, ModelConfig
+from .minkunet import MinkUNet, ModelConfig, bn_affine
 
 POINT_LEVELS = (0, 2, 4)  # levels where the point branch meets the voxels
 
@@ -56,9 +56,8 @@ class LinearBN(nn.Module):
     def fold(self) -> None:
         if isinstance(self.bn, nn.Identity):
             return
-        bn = self.bn
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        self.linear.bias.copy_((self.linear.bias - bn.running_mean) * scale + bn.bias)
+        scale, shift = bn_affine(self.bn)
+        self.linear.bias.copy_(self.linear.bias * scale + shift)
         self.linear.weight.mul_(scale[:, None])
         self.bn = nn.Identity()
 
