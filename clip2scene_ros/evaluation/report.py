@@ -171,14 +171,26 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
                   f"| {frames.get('sent')} | {frames.get('received')} | {frames.get('lost')} | "
                   f"{_fmt(frames.get('node_drops'))} | {_fmt(frames.get('throughput_hz'))} | "
                   f"{_fmt(frames.get('wall_s'))} |", ""]  # fmt: skip
+    rt = summary.get("realtime")
+    if rt:
+        rl = rt.get("latency_ms") or {}
+        lines += [f"## Real time ({rt.get('rate')})", "",
+                  "| sent | labelled | lost (no output) | node drops | latency p50 (ms) | latency p95 (ms) | mIoU |",
+                  "|---:|---:|---:|---:|---:|---:|---:|",
+                  f"| {rt.get('sent')} | {rt.get('received')} | {rt.get('lost')} | {_fmt(rt.get('node_drops'))} | "
+                  f"{_fmt(rl.get('p50'))} | {_fmt(rl.get('p95'))} | {_fmt(rt.get('miou'))} |", ""]  # fmt: skip
     lat = summary.get("latency_ms", {})
     if lat.get("count"):
         lines += ["## Latency (ms)", "", "| " + " | ".join(k for k in lat) + " |",
                   "|" + "---:|" * len(lat), "| " + " | ".join(_fmt(v) for v in lat.values()) + " |", ""]  # fmt: skip
     seg = summary.get("segmentation")
     if seg:
+        missing = seg.get("frames_without_output")
+        lost = (f" {missing} of {seg.get('frames_with_gt_sent')} labelled frames sent produced no output and are "
+                "not in it (lost)." if missing else "")
         lines += ["## Segmentation", "", f"**mIoU {_fmt(seg['miou'])}** over {seg['points_evaluated']} points "
-                  f"(accuracy {_fmt(seg['accuracy'])}), {seg.get('frames', '?')} frames.", "",
+                  f"(accuracy {_fmt(seg['accuracy'])}), {seg.get('frames', '?')} frames that came back "
+                  f"labelled.{lost}", "",
                   "| class | IoU (%) | points |", "|---|---:|---:|"]  # fmt: skip
         for name, v in seg["per_class_iou"].items():
             lines.append(f"| {name} | {_fmt(v)} | {seg['per_class_points'][name]} |")

@@ -92,7 +92,9 @@ class ReplayResult:
         o = self.options
         seg = None
         if self.confusion is not None:
-            seg = {**self.confusion.to_dict(), "frames": self.gt_frames}
+            # mIoU covers the frames that came back; the ones that did not are counted, not hidden
+            seg = {**self.confusion.to_dict(), "frames": self.gt_frames, "frames_with_gt_sent": self.gt_sent,
+                   "frames_without_output": self.gt_sent - self.gt_frames}  # fmt: skip
         return {
             "title": "clip2scene replay report",
             "bag": f"{self.info.path} ({self.info.storage}, {self.info.duration_s:.1f} s, "
@@ -115,7 +117,8 @@ class ReplayResult:
             "queries": self.queries,
         }
 
-    gt_frames: int = 0
+    gt_frames: int = 0  # frames with ground truth whose labels came back (the mIoU's frames)
+    gt_sent: int = 0  # frames with ground truth that were sent
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         return write_report(
@@ -412,6 +415,7 @@ def replay(opts: ReplayOptions) -> ReplayResult:
             mapping=state["mapping"], labels=labels_out, bev=bev, queries=queries, query_plots=plots,
         )  # fmt: skip
         result.gt_frames = state["gt_frames"]
+        result.gt_sent = sum(1 for s in sent_at if s in gt)
         return result
     finally:
         if part is not None:
