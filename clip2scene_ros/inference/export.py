@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from clip2scene_ros.models import ExportModule, MinkUNet, ModelConfig
-from clip2scene_ros.models.spvcnn import PointVoxelMaps, prepare_spvcnn
+from clip2scene_ros.models.spvcnn import POINT_INPUTS, PointVoxelMaps, point_dynamic_axes, point_tensors, prepare_spvcnn
 from clip2scene_ros.sparse import KernelMaps, padded_input_names, padded_tensors, voxelize
 from clip2scene_ros.sparse.samples import lidar_like_scene
 
@@ -50,13 +50,18 @@ def _without_jit_lint():
         torch._C._jit_pass_lint = original
 
 
-def input_names(num_levels: int = MinkUNet.num_levels) -> list[str]:
-    return ["feats", *padded_input_names(num_levels)]
+def input_names(num_levels: int = MinkUNet.num_levels, arch: str = "minkunet") -> list[str]:
+    return ["feats", *padded_input_names(num_levels), *(POINT_INPUTS if arch == "spvcnn" else ())]
 
 
-def dynamic_axes(heads: list[str], num_levels: int = MinkUNet.num_levels) -> dict[str, dict[int, str]]:
-    """Voxel counts n<s>, padded pairs per offset p<s>, max neighbours j<s>, children per slot q<s>."""
+def dynamic_axes(
+    heads: list[str], num_levels: int = MinkUNet.num_levels, arch: str = "minkunet"
+) -> dict[str, dict[int, str]]:
+    """Voxel counts n<s>, padded pairs per offset p<s>, max neighbours j<s>, children per slot q<s>;
+    an SPVCNN adds its point inputs (points np) and gives per-point outputs."""
     axes: dict[str, dict[int, str]] = {"feats": {0: "n0"}}
+    if arch == "spvcnn":
+        axes.update(point_dynamic_axes())
     for s in range(num_levels):
         axes[f"subm{s}_pidx"] = {1: f"p{s}"}
         axes[f"subm{s}_ptable"] = {0: f"n{s}", 1: f"j{s}"}
@@ -66,7 +71,7 @@ def dynamic_axes(heads: list[str], num_levels: int = MinkUNet.num_levels) -> dic
         axes[f"down{s}_child"] = {0: f"n{s + 1}"}
         axes[f"down{s}_inv"] = {0: f"n{s}"}
     for h in heads:
-        axes[h] = {0: "n0"}
+        axes[h] = {0: "np" if arch == "spvcnn" else "n0"}
     return axes
 
 
@@ -82,7 +87,12 @@ class PreparedInputs:
     def feeds(self, dtype: type = np.float32) -> dict[str, np.ndarray]:
         """Named inputs of the exported graph (padded maps, see clip2scene_ros.sparse.padded_tensors)."""
         out = {"feats": self.feats.numpy().astype(dtype)}
-        for name, t in zip(input_names()[1:], padded_tensors(self.maps)):
+        if isinstance(self.maps, PointVoxelMaps):
+            names = input_names(arch="spvcnn")[1:]
+            tensors = [*padded_tensors(self.maps.kernel), *point_tensors(self.maps)]
+        else:
+            names, tensors = input_names()[1:], padded_tensors(self.maps)
+        for name, t in zip(names, tensors, strict=True):
             out[name] = t.numpy()
         return out
 
@@ -153,7 +163,7 @@ def export_onnx(
     prepared = prepare_inputs(m.config, example_points() if example is None else example)
     if prepared.num_voxels == 0:
         raise ValueError("the example cloud for export has no valid points")
-    names = input_names()
+    names = input_names(arch=m.config.arch)
     feeds = prepared.feeds()
     args = tuple(torch.from_numpy(feeds[n]) for n in names)
     heads = list(m.config.heads)
@@ -167,7 +177,7 @@ def export_onnx(
             opset_version=opset,
             input_names=names,
             output_names=heads,
-            dynamic_axes=dynamic_axes(heads),
+            dynamic_axes=dynamic_axes(heads, arch=m.config.arch),
             do_constant_folding=True,
         )
     sidecar = {

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from clip2scene_ros.models import ModelConfig
+from clip2scene_ros.models.spvcnn import POINT_LEVELS
 
 from .backends import Backend
 from .export import file_sha256, read_sidecar
@@ -96,6 +97,13 @@ def profile_shapes(config: ModelConfig, options: TensorRTOptions, num_levels: in
         dims[f"down{s}_fine"] = dims[f"down{s}_parent"] = tuple((8, v) for v in q)
         dims[f"down{s}_child"] = tuple((v, 8) for v in level[s + 1])
         dims[f"down{s}_inv"] = tuple((v,) for v in n)
+    if config.arch == "spvcnn":
+        # LiDAR scans hold 1-3 points per level-0 voxel on average and a few dozen at most
+        points = (mn, 2 * op, 4 * mx)
+        dims["point_members"] = tuple((v, j) for v, j in zip(level[0], (1, 8, 64)))
+        for s in POINT_LEVELS:
+            dims[f"point{s}_inv_count"] = tuple((v, 1) for v in level[s])
+            dims[f"point{s}_corners"] = dims[f"point{s}_weights"] = tuple((v, 8) for v in points)
     return {"dims": dims, "values": {}}
 
 

@@ -265,6 +265,10 @@ class MinkUNet(nn.Module):
     def build_maps(self, coords: Tensor) -> KernelMaps:
         return self.build_maps_for(self.config, coords)
 
+    def maps_from_flat(self, tensors: list[Tensor]) -> PaddedMaps:
+        """The maps an exported graph reads, from its flat inputs (after ``feats``)."""
+        return PaddedMaps.from_flat(tensors, self.num_levels)
+
     def feature_columns(self) -> list[int]:
         return [feature_column(f) for f in self.config.in_features]
 
@@ -341,6 +345,5 @@ class ExportModule(nn.Module):
         self.head_names = list(model.config.heads)
 
     def forward(self, feats: Tensor, *map_tensors: Tensor) -> tuple[Tensor, ...]:
-        maps = PaddedMaps.from_flat(list(map_tensors), MinkUNet.num_levels)
-        out = self.model(feats, maps)
+        out = self.model(feats, self.model.maps_from_flat(list(map_tensors)))
         return tuple(out[h] for h in self.head_names)

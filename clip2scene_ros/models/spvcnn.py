@@ -17,11 +17,36 @@ import torch
 from torch import Tensor, nn
 
 from clip2scene_ros.sparse import KernelMaps, PaddedMaps, Voxels
-from clip2scene_ros.sparse.pointvoxel import PaddedPointMaps, PointMaps, build_point_maps, devoxelize, voxelize_mean
+from clip2scene_ros.sparse.pointvoxel import (
+    PaddedPointMaps,
+    PointMaps,
+    build_point_maps,
+    devoxelize,
+    pad_point_maps,
+    voxelize_mean,
+)
 
 from .minkunet import MinkUNet, ModelConfig, bn_affine
 
 POINT_LEVELS = (0, 2, 4)  # levels where the point branch meets the voxels
+# extra inputs of an exported SPVCNN (after the kernel-map inputs), see pointvoxel.PaddedPointMaps
+POINT_INPUTS = ("point_members", *(f"point{s}_{n}" for s in POINT_LEVELS for n in ("inv_count", "corners", "weights")))
+
+
+def point_tensors(maps: PointVoxelMaps) -> list[Tensor]:
+    """The :data:`POINT_INPUTS` of an exported graph, from eager maps."""
+    p = pad_point_maps(maps.points, maps.kernel.coords[0].shape[0])
+    return [p.members, *(t for s in POINT_LEVELS for t in (p.inv_count[s], p.corners[s], p.weights[s]))]
+
+
+def point_dynamic_axes() -> dict[str, dict[int, str]]:
+    """Points ``np``, points per level-0 voxel ``jp``, voxels ``n<s>``."""
+    axes = {"point_members": {0: "n0", 1: "jp"}}
+    for s in POINT_LEVELS:
+        axes[f"point{s}_inv_count"] = {0: f"n{s}"}
+        axes[f"point{s}_corners"] = {0: "np"}
+        axes[f"point{s}_weights"] = {0: "np"}
+    return axes
 
 
 @dataclass(eq=False)
@@ -94,6 +119,14 @@ class SPVCNN(MinkUNet):
         z3 = devoxelize(x, pm, 0) + self.point_transforms[2](z2)
         return self.run_heads(z3)
 
+    def maps_from_flat(self, tensors: list[Tensor]) -> PointVoxelMaps:
+        n = len(tensors) - len(POINT_INPUTS)
+        it = iter(tensors[n:])
+        members = next(it)
+        per_level = {s: (next(it), next(it), next(it)) for s in POINT_LEVELS}
+        pm = PaddedPointMaps(members, *({s: v[i] for s, v in per_level.items()} for i in range(3)))
+        return PointVoxelMaps(super().maps_from_flat(tensors[:n]), pm)
+
     def prepare(self, points: Tensor, vox: Voxels, voxel_size: float) -> tuple[Tensor, PointVoxelMaps, Tensor]:
         """Inputs of a forward from voxelized ``points`` [P, 3+F]: voxel features, maps, and each
         point's output row (-1 for points dropped as NaN/Inf)."""
@@ -134,4 +167,12 @@ def prepare_spvcnn(
     return feats, PointVoxelMaps(maps, pm), rows
 
 
-__all__ = ["SPVCNN", "LinearBN", "PointVoxelMaps", "prepare_spvcnn"]
+__all__ = [
+    "POINT_INPUTS",
+    "SPVCNN",
+    "LinearBN",
+    "PointVoxelMaps",
+    "point_dynamic_axes",
+    "point_tensors",
+    "prepare_spvcnn",
+]
