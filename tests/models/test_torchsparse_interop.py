@@ -42,12 +42,7 @@ TOL = 1e-4
 FRAMES = (("nuscenes", 0.1, 15.0), ("kitti", 0.05, 8.0))  # name, voxel size, crop radius (m)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _frame(real_data: Path, name: str, voxel_size: float, radius: float) -> torch.Tensor:
