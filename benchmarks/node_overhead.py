@@ -25,6 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+# the node test harness (SegmentClient, make_test_models) lives with the tests
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
 
 def sim_frames(n: int):
     from clip2scene_ros.sim import SimConfig, generate_sequence
@@ -35,8 +38,9 @@ def sim_frames(n: int):
 
 
 def resolve_models(args, tmp: Path) -> tuple[dict[str, str], str]:
-    from clip2scene_ros.nodes.client import make_test_models
-    from clip2scene_ros.nodes.segment_node import default_checkpoint
+    from support.node_harness import make_test_models
+
+    from clip2scene_ros.nodes.parameters import default_checkpoint
     from clip2scene_ros.teacher.loading import ASSET_DIR, CONFIG_FILENAME
 
     if args.checkpoint:
@@ -52,8 +56,8 @@ def resolve_models(args, tmp: Path) -> tuple[dict[str, str], str]:
 def overhead_in_process(models: dict[str, str], frames, repeats: int) -> dict[str, float]:
     import rclpy
     from rclpy.parameter import Parameter
+    from support.node_harness import make_header
 
-    from clip2scene_ros.nodes.client import make_header
     from clip2scene_ros.nodes.conversions import xyz_cloud
     from clip2scene_ros.nodes.segment_node import Frame, SegmentNode
 
@@ -64,7 +68,7 @@ def overhead_in_process(models: dict[str, str], frames, repeats: int) -> dict[st
     node = SegmentNode(parameter_overrides=overrides)
     msgs = [xyz_cloud(make_header(1_000_000_000 * (i + 1), "lidar_top"), f.points) for i, f in enumerate(frames)]
     node.process(Frame(msgs[0], time.monotonic()))  # warm-up
-    node._stats.values.clear()
+    node._monitor.stats.values.clear()
     for i in range(repeats):
         node.process(Frame(msgs[i % len(msgs)], time.monotonic()))
     st = node.stats()
@@ -94,7 +98,8 @@ def vocabulary_head_cost(node, frames, repeats: int = 20) -> dict[str, float]:
 
 
 def end_to_end(models: dict[str, str], frames, n: int, rate: float) -> dict[str, float]:
-    from clip2scene_ros.nodes.client import NodeProcess, SegmentClient, wait_until
+    from support.node_harness import NodeProcess, SegmentClient, wait_until
+
     from clip2scene_ros.resources import configure_ros_environment
 
     configure_ros_environment()

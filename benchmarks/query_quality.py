@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from clip2scene_ros.evaluation.offline import node_intensity_scale
+
     from clip2scene_ros.inference.relevance import DEFAULT_THRESHOLD
     from clip2scene_ros.inference.segmenter import Segmenter, SegmenterConfig
     from clip2scene_ros.nodes.segment_node import default_checkpoint

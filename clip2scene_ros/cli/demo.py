@@ -53,7 +53,7 @@ def _paired_teacher(checkpoint: Path) -> str | None:
 
 
 def _check_models(args: argparse.Namespace) -> str | None:
-    from clip2scene_ros.nodes.segment_node import default_checkpoint
+    from clip2scene_ros.nodes.parameters import default_checkpoint
     from clip2scene_ros.teacher.loading import ASSET_DIR, CONFIG_FILENAME
 
     ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint()

@@ -16,6 +16,8 @@ import json
 import logging
 from pathlib import Path
 
+from clip2scene_ros.inference.registry import BACKENDS
+
 HELP = "replay a rosbag2 (mcap/sqlite3) through segment_node: mIoU, latency, drops, throughput report"
 log = logging.getLogger("clip2scene.replay")
 
@@ -53,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     n.add_argument("--checkpoint", help="student checkpoint directory (default: the shipped one)")
     n.add_argument("--teacher", help="teacher (text encoder) name or directory")
     n.add_argument("--vocabulary", help="vocabulary name or YAML path")
-    n.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"))
+    n.add_argument("--backend", choices=BACKENDS)
     n.add_argument("--device")
     n.add_argument("--config", help="node parameter YAML (default config/segment.yaml)")
     n.add_argument("--namespace", default="", help="namespace for the started node")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from clip2scene_ros.inference.registry import BACKENDS
+
 HELP = "run the online segmentation node (segment_node) with config/segment.yaml"
 
 
@@ -12,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="student checkpoint directory (overrides the YAML)")
     parser.add_argument("--teacher", help="teacher (text encoder) name or directory")
     parser.add_argument("--vocabulary", help="vocabulary name or YAML path")
-    parser.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"))
+    parser.add_argument("--backend", choices=BACKENDS)
     parser.add_argument("--device", help="cpu, cuda or cuda:N")
     parser.add_argument("--namespace", default="", help="ROS namespace of the node, e.g. /robot1")
     parser.add_argument(

@@ -24,10 +24,10 @@ import torch
 from clip2scene_ros.models import MinkUNet, ModelConfig, load_checkpoint  # noqa: F401
 
 from .export import PreparedInputs, export_onnx, file_sha256, gather_points, prepare_inputs, read_sidecar
+from .registry import BACKENDS, PRECISIONS
 
 LOG = logging.getLogger(__name__)
-KINDS = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "bf16", "fp16")
+KINDS = BACKENDS
 ONNX_FILE = "model.onnx"
 # extra per-voxel outputs when a VocabularyHead runs with the forward
 CLASS_INDEX = "class_index"  # int64 [N]: argmax over the vocabulary

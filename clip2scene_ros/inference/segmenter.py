@@ -22,6 +22,7 @@ from clip2scene_ros.teacher.vocabulary import Vocabulary, VocabularyError
 from clip2scene_ros.teacher.vocabulary import load_vocabulary as load_vocabulary_file
 
 from .backends import CLASS_COSINE, CLASS_INDEX, INV_NORM, VocabularyHead, classify_numpy
+from .registry import BACKENDS, PRECISIONS
 from .relevance import (
     DEFAULT_TEMPERATURE,
     GENERIC_PHRASES,
@@ -178,10 +179,10 @@ class SegmenterConfig:
             errors.append("checkpoint is empty: give a checkpoint directory (model.safetensors + model.json)")
         elif not Path(self.checkpoint).expanduser().exists():
             errors.append(f"checkpoint '{self.checkpoint}' does not exist")
-        if self.backend not in ("torch", "onnxruntime", "tensorrt"):
-            errors.append(f"backend '{self.backend}' is not one of torch, onnxruntime, tensorrt")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            errors.append(f"precision '{self.precision}' is not one of fp32, bf16, fp16")
+        if self.backend not in BACKENDS:
+            errors.append(f"backend '{self.backend}' is not one of {', '.join(BACKENDS)}")
+        if self.precision not in PRECISIONS:
+            errors.append(f"precision '{self.precision}' is not one of {', '.join(PRECISIONS)}")
         if self.max_points < 1:
             errors.append(f"max_points must be >= 1, got {self.max_points}")
         if self.range_min < 0 or self.range_max < 0 or (self.range_max and self.range_max <= self.range_min):

@@ -7,6 +7,7 @@ it as a warning and keep serving.
 from __future__ import annotations
 
 import array
+import json
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
@@ -44,6 +45,24 @@ def points_from_array(cloud: np.ndarray, feature_fields: tuple[str, ...] = ("int
         else:
             out[:, i] = 0.0
     return out
+
+
+def cloud_points(
+    msg: PointCloud2, feature_fields: tuple[str, ...], intensity_scale: float = 1.0
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """([N, 3 + F] float32 model input, feature fields the cloud lacks) from a PointCloud2.
+
+    An empty cloud with x/y/z gives zero rows; a cloud without x/y/z raises ``ValueError``.
+    """
+    cloud = cloud_to_array(msg)
+    names = cloud.dtype.names or ()
+    if cloud.size == 0 and "x" in names:
+        points = np.zeros((0, 3 + len(feature_fields)), np.float32)
+    else:
+        points = points_from_array(cloud, feature_fields)
+    if intensity_scale != 1.0 and "intensity" in feature_fields:
+        points[:, 3 + feature_fields.index("intensity")] *= intensity_scale
+    return points, tuple(f for f in feature_fields if f not in names)
 
 
 def pack_rgb(colors: np.ndarray) -> np.ndarray:
@@ -219,3 +238,30 @@ def check_info_matches(info: CameraInfo, height: int, width: int) -> None:
             f"CameraInfo says {info.width}x{info.height} but the image is {width}x{height}; "
             "publish the CameraInfo of the image's resolution (or rectified/resized pair)"
         )
+
+
+def image_problem(msg: Image | CompressedImage, info: CameraInfo | None) -> str | None:
+    """Why an arriving image cannot be used (unsupported encoding, size unlike its CameraInfo), else None."""
+    if not isinstance(msg, Image):
+        return None
+    if (msg.encoding or "").lower() not in {e.lower() for e in SUPPORTED_ENCODINGS}:
+        return (f"unsupported image encoding '{msg.encoding}'; supported: {', '.join(SUPPORTED_ENCODINGS)} "
+                "(or CompressedImage); image ignored")  # fmt: skip
+    try:
+        if info is not None:
+            check_info_matches(info, msg.height, msg.width)
+    except ValueError as e:
+        return f"{e}; camera ignored until they agree"
+    return None
+
+
+def legend_json(vocabulary, colors: np.ndarray) -> str:  # noqa: ANN001 - teacher.vocabulary.Vocabulary
+    """The class legend the node latches: vocabulary name, ids, names and colours (uint8 [K, 3])."""
+    return json.dumps({
+        "vocabulary": vocabulary.name,
+        "unlabelled": {"id": 0, "color": colors[0].tolist()},
+        "classes": [
+            {"id": i, "name": c.name, "names": list(c.names), "color": colors[i].tolist()}
+            for i, c in zip(vocabulary.ids, vocabulary.classes, strict=True)
+        ],
+    })  # fmt: skip

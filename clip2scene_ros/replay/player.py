@@ -252,7 +252,7 @@ def _drain(count, target: int, timeout: float, proc, idle: float = 3.0) -> None:
 def replay(opts: ReplayOptions) -> ReplayResult:
     """Play ``opts.bag`` into segment_node (started here unless ``opts.node.connect``) and evaluate."""
     from clip2scene_ros.nodes import conversions as conv
-    from clip2scene_ros.nodes.client import NodeProcess
+    from clip2scene_ros.nodes.node_process import NodeProcess
     from clip2scene_ros.resources import configure_ros_environment
 
     configure_ros_environment()

@@ -12,14 +12,9 @@ import pytest
 import yaml
 
 from clip2scene_ros.inference.segmenter import group_instances, load_vocabulary, palette, project_points
-from clip2scene_ros.nodes.sync import (
-    CameraBuffer,
-    FrameQueue,
-    LidarMasterSync,
-    StaticTransformTree,
-    add_transforms,
-    pose_to_matrix,
-)
+from clip2scene_ros.nodes.camera_sync import CameraBuffer, LidarMasterSync
+from clip2scene_ros.nodes.frame_queue import FrameQueue
+from clip2scene_ros.nodes.static_tf import StaticTransformTree, add_transforms, pose_to_matrix
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -226,26 +221,25 @@ def test_compressed_image_decodes():
 # ---- config, schema and launch file ---------------------------------------------------------
 
 
-def _node_parameters() -> dict:
-    src = (REPO / "clip2scene_ros" / "nodes" / "segment_node.py").read_text()
-    for node in ast.parse(src).body:
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "PARAMETERS":
-            return ast.literal_eval(node.value)
-    raise AssertionError("PARAMETERS not found")
-
-
 def test_config_schema_and_node_parameters_agree():
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
+
+    from clip2scene_ros.inference.registry import BACKENDS, PRECISIONS
+    from clip2scene_ros.nodes import parameters
+
     config = yaml.safe_load((REPO / "config" / "segment.yaml").read_text())
-    schema = json.loads((REPO / "config" / "schema" / "segment.schema.json").read_text())
+    schema = parameters.schema()
     jsonschema.validate(config, schema)
-    params = config["/**"]["ros__parameters"]
-    declared = _node_parameters()
-    assert set(params) == set(declared)
-    assert set(schema["definitions"]["segment_node"]["properties"]) == set(declared)
-    for name, value in params.items():
-        assert value == declared[name][0], f"config/segment.yaml {name}={value!r} != node default"
-    bad = {"/**": {"ros__parameters": {**params, "backend": "tensorflow"}}}
+    values = config["/**"]["ros__parameters"]
+    specs = parameters.specs()
+    assert set(values) == set(specs)
+    for name, value in values.items():
+        assert value == specs[name].default, f"config/segment.yaml {name}={value!r} != schema default"
+    # the choices come from the registry, not from a copy in the schema file
+    raw = json.loads((REPO / "config" / "schema" / "segment.schema.json").read_text())
+    assert "enum" not in raw["definitions"]["segment_node"]["properties"]["backend"]
+    assert specs["backend"].enum == BACKENDS and specs["precision"].enum == PRECISIONS
+    bad = {"/**": {"ros__parameters": {**values, "backend": "tensorflow"}}}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
 

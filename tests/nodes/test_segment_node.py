@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from clip2scene_ros.nodes.client import SyntheticFrames as Frames
+from support.node_harness import SyntheticFrames as Frames
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -34,7 +33,7 @@ def models(tmp_path_factory) -> dict[str, str]:
     import torch
 
     torch.set_num_threads(1)
-    from clip2scene_ros.nodes.client import make_test_models
+    from support.node_harness import make_test_models
 
     return make_test_models(tmp_path_factory.mktemp("segment_models"))
 
@@ -53,7 +52,8 @@ def frames() -> Frames:
 @pytest.fixture(scope="module")
 def node(models, frames, tmp_path_factory):
     """Start one segment_node (through `clip2scene segment`) in an isolated DDS domain."""
-    from clip2scene_ros.nodes.client import running_segment_node
+    from support.node_harness import running_segment_node
+
     from clip2scene_ros.resources import configure_ros_environment
 
     configure_ros_environment()
@@ -143,8 +143,7 @@ def test_frames_come_back_labelled_with_same_points_and_header(node, frames):
 def test_legend_is_latched_for_late_subscribers(node):
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
-
-    from clip2scene_ros.nodes.client import wait_until
+    from support.node_harness import wait_until
 
     client = node["client"]
     got = []
@@ -160,7 +159,7 @@ def test_legend_is_latched_for_late_subscribers(node):
 
 
 def test_query_round_trip(node, frames):
-    from clip2scene_ros.nodes.client import wait_until
+    from support.node_harness import wait_until
 
     client = node["client"]
     inp, out, _ = _roundtrip(node, frames)
@@ -205,7 +204,7 @@ def test_query_cli(node, frames):
 
 
 def test_diagnostics_report_rates_latency_and_drops(node, frames):
-    from clip2scene_ros.nodes.client import wait_until
+    from support.node_harness import wait_until
 
     client = node["client"]
     _roundtrip(node, frames)
@@ -223,8 +222,7 @@ def test_diagnostics_report_rates_latency_and_drops(node, frames):
 def test_runtime_vocabulary_is_encoded_once(node, frames):
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
-
-    from clip2scene_ros.nodes.client import wait_until
+    from support.node_harness import wait_until
 
     client = node["client"]
     proc = node["proc"]
@@ -257,8 +255,9 @@ def test_runtime_vocabulary_is_encoded_once(node, frames):
 
 
 def _bad_empty_cloud(client, frames):
+    from support.node_harness import make_header
+
     from clip2scene_ros.nodes import conversions as conv
-    from clip2scene_ros.nodes.client import make_header
 
     t, _ = frames.next()
     client.pub_cloud.publish(conv.xyz_cloud(make_header(t, "lidar_top"), np.zeros((0, 4), np.float32)))
@@ -266,8 +265,9 @@ def _bad_empty_cloud(client, frames):
 
 
 def _bad_no_xyz(client, frames):
+    from support.node_harness import make_header
+
     from clip2scene_ros.nodes import conversions as conv
-    from clip2scene_ros.nodes.client import make_header
 
     t, _ = frames.next()
     arr = np.zeros(100, dtype=[("a", "<f4"), ("b", "<f4")])
@@ -312,8 +312,7 @@ def _bad_million_points(client, frames):
 
 def _bad_image_encoding(client, frames):
     from sensor_msgs.msg import Image
-
-    from clip2scene_ros.nodes.client import make_header
+    from support.node_harness import make_header
 
     t, _ = frames.next()
     img = Image(header=make_header(t, f"{CAM}_optical"), height=4, width=4, encoding="32FC1", step=16)
@@ -324,9 +323,9 @@ def _bad_image_encoding(client, frames):
 
 def _bad_camera_info(client, frames):
     from sensor_msgs.msg import CameraInfo
+    from support.node_harness import make_header
 
     from clip2scene_ros.nodes import conversions as conv
-    from clip2scene_ros.nodes.client import make_header
 
     t, f = frames.next()
     info = CameraInfo(header=make_header(t, f"{CAM}_optical"), width=999, height=111)
@@ -338,7 +337,7 @@ def _bad_camera_info(client, frames):
 
 def _bad_camera_silent(client, frames):
     """Clouds keep coming for 5 s without any image: the node warns and keeps labelling."""
-    from clip2scene_ros.nodes.client import wait_until
+    from support.node_harness import wait_until
 
     end = time.monotonic() + 5.0
     stamps = []

@@ -17,7 +17,7 @@ def models(tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
-    from clip2scene_ros.nodes.client import make_test_models
+    from support.node_harness import make_test_models
 
     return make_test_models(tmp_path_factory.mktemp("segmenter_models"))
 

@@ -24,7 +24,8 @@ def setup(tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
-    from clip2scene_ros.nodes.client import SyntheticFrames, make_test_models, running_segment_node
+    from support.node_harness import SyntheticFrames, make_test_models, running_segment_node
+
     from clip2scene_ros.resources import configure_ros_environment
 
     models = make_test_models(tmp_path_factory.mktemp("tf_models"))
@@ -56,8 +57,9 @@ def setup(tmp_path_factory):
 
 def _frame(setup) -> tuple[dict[str, str], np.ndarray]:
     """Send camera + cloud, wait for the labelled cloud and the diagnostics that counted it."""
+    from support.node_harness import wait_until
+
     from clip2scene_ros.nodes import conversions as conv
-    from clip2scene_ros.nodes.client import wait_until
 
     client, frames = setup["client"], setup["frames"]
     t, f = frames.next()
@@ -86,7 +88,7 @@ def test_extrinsics_come_from_tf_static(setup):
     client.publish_tf_static(
         [("base_link", "lidar_top", f.lidar_to_ego), ("base_link", f"{CAM}_optical", f.cameras[0].cam_to_ego)]
     )
-    from clip2scene_ros.nodes.client import wait_until
+    from support.node_harness import wait_until
 
     def fused():
         kv, scores = _frame(setup)

@@ -53,7 +53,7 @@ def small_models(tmp_path_factory) -> dict[str, str]:
     from safetensors.torch import save_file
 
     from clip2scene_ros.models import create_model, save_checkpoint
-    from clip2scene_ros.nodes.segment_node import default_checkpoint
+    from clip2scene_ros.nodes.parameters import default_checkpoint
     from clip2scene_ros.teacher import create_teacher
     from clip2scene_ros.teacher.loading import ASSET_DIR, CONFIG_FILENAME
 

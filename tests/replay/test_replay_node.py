@@ -19,7 +19,7 @@ STARTUP_S = 120.0
 
 @pytest.fixture(scope="module")
 def node(small_models):
-    from clip2scene_ros.nodes.client import NodeProcess
+    from clip2scene_ros.nodes.node_process import NodeProcess
     from clip2scene_ros.resources import configure_ros_environment
 
     configure_ros_environment()

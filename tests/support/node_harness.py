@@ -1,21 +1,18 @@
-"""Drive a running segment_node from Python: publish sensors, collect outputs, query.
+"""Test harness for segment_node: a client that publishes sensors and collects outputs, a context
+manager that runs the node as a real process, synthetic frames and small real models.
 
-Used by the tests, the node-overhead benchmark and replay tools. ``NodeProcess`` starts the node
-as a real subprocess and keeps its log lines so callers can wait for a given message.
+Used by the tests and by the node-overhead benchmark (which adds ``tests/`` to ``sys.path``).
 """
 
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import rclpy
@@ -28,18 +25,7 @@ from std_msgs.msg import Header, String
 
 from clip2scene_interfaces.srv import QueryText
 from clip2scene_ros.nodes import conversions as conv
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` until it returns something truthy; raise TimeoutError at the deadline."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise TimeoutError(f"condition not met within {timeout:.1f} s")
-        time.sleep(interval)
+from clip2scene_ros.nodes.node_process import NodeProcess, wait_until
 
 
 def stamp_ns(header: Header) -> int:
@@ -50,65 +36,6 @@ def make_header(t_ns: int, frame_id: str) -> Header:
     h = Header(frame_id=frame_id)
     h.stamp.sec, h.stamp.nanosec = int(t_ns // 1_000_000_000), int(t_ns % 1_000_000_000)
     return h
-
-
-class NodeProcess:
-    """A node subprocess whose combined stdout/stderr lines are collected in the background."""
-
-    def __init__(self, cmd: Sequence[str], env: dict[str, str] | None = None) -> None:
-        self.cmd = list(cmd)
-        self.lines: list[str] = []
-        self._lock = threading.Lock()
-        self.proc = subprocess.Popen(
-            self.cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._lock:
-                self.lines.append(line.rstrip("\n"))
-
-    def mark(self) -> int:
-        with self._lock:
-            return len(self.lines)
-
-    def log(self, start: int = 0) -> str:
-        with self._lock:
-            return "\n".join(self.lines[start:])
-
-    def wait_for_log(self, pattern: str, timeout: float, start: int = 0) -> str:
-        """First line (from index ``start``) matching the regex; fails early if the process died."""
-        rx = re.compile(pattern)
-
-        def find() -> str | None:
-            with self._lock:
-                for line in self.lines[start:]:
-                    if rx.search(line):
-                        return line
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"node exited with {self.proc.returncode}; log:\n{self.log()[-4000:]}")
-            return None
-
-        try:
-            return wait_until(find, timeout)
-        except TimeoutError:
-            raise TimeoutError(
-                f"no log line matching {pattern!r} within {timeout:.0f} s; log tail:\n{self.log(start)[-3000:]}"
-            ) from None
-
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(2)  # SIGINT: rclpy shuts down cleanly
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
-        self._reader.join(timeout)
-        return self.proc.returncode
 
 
 class SegmentClient:
@@ -344,6 +271,7 @@ def make_test_models(root: str | Path, student: str = "minkunet18_tiny") -> dict
     """
     from safetensors.torch import save_file
 
+    import clip2scene_ros.teacher
     from clip2scene_ros.models import create_model, save_checkpoint
     from clip2scene_ros.teacher import create_teacher
     from clip2scene_ros.teacher.loading import ASSET_DIR, CONFIG_FILENAME
@@ -352,7 +280,7 @@ def make_test_models(root: str | Path, student: str = "minkunet18_tiny") -> dict
     if (ASSET_DIR / CONFIG_FILENAME).is_file():
         teacher_spec, teacher = "", create_teacher("default")
     else:
-        cfg_path = Path(__file__).resolve().parent.parent / "teacher" / "model_configs" / "c2s-tiny-vit-p16.json"
+        cfg_path = Path(clip2scene_ros.teacher.__file__).resolve().parent / "model_configs" / "c2s-tiny-vit-p16.json"
         teacher = create_teacher(str(cfg_path), random_init=True)
         dest = root / "teacher"
         dest.mkdir(parents=True, exist_ok=True)

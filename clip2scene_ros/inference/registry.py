@@ -1,0 +1,25 @@
+"""The inference choices every entry point offers: backends and precisions, named once.
+
+Kept free of heavy imports (no torch, no onnxruntime) so argument parsers, the node's parameter
+validation and the segmenter configuration can all read it cheaply.
+"""
+
+from __future__ import annotations
+
+# torch: eager model; onnxruntime: the exported graph; tensorrt: an engine built from that graph
+BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+DEVICE_PREFIXES: tuple[str, ...] = ("cpu", "cuda")  # cpu | cuda | cuda:N
+
+
+def choice_error(name: str, value: str, options: tuple[str, ...]) -> str | None:
+    """A message when ``value`` is not one of ``options`` (None when it is)."""
+    if value in options:
+        return None
+    return f"{name}='{value}' must be one of: {', '.join(options)}"
+
+
+def device_error(device: str) -> str | None:
+    if device.startswith(DEVICE_PREFIXES):
+        return None
+    return f"device='{device}' must be cpu, cuda or cuda:N"

@@ -1,0 +1,93 @@
+"""The node's cameras: their latest CameraInfo, image buffers for synchronisation, extrinsics.
+
+``CameraRig`` receives camera messages (images, CameraInfo, /tf_static) and, for one cloud, hands
+the segmenter the matched images as ``CameraInput`` through the ROS-free
+``inference.camera_inputs.assemble_camera_inputs``. Problems are reported through ``warn`` and the
+camera is skipped; nothing here raises on bad input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from clip2scene_ros.inference.camera_inputs import DecodedCamera, assemble_camera_inputs
+from clip2scene_ros.inference.segmenter import CameraInput
+from clip2scene_ros.nodes import conversions as conv
+from clip2scene_ros.nodes.camera_sync import LidarMasterSync
+from clip2scene_ros.nodes.static_tf import StaticTransformTree, add_transforms
+
+Warn = Callable[[str], None]
+
+
+def stamp_ns(header: Any) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+class CameraRig:
+    def __init__(
+        self, cameras: list[str], tolerance_s: float, extrinsics: Mapping[str, np.ndarray], warn: Warn
+    ) -> None:
+        self.cameras = list(cameras)
+        self.sync = LidarMasterSync(cameras, tolerance_s)
+        self.extrinsics = dict(extrinsics)  # camera -> lidar_from_camera 4x4; wins over /tf_static
+        self.tf = StaticTransformTree()
+        self._infos: dict[str, CameraInfo] = {}
+        self._shapes: dict[str, tuple[int, int]] = {}
+        self._warn = warn
+
+    def set_extrinsic(self, cam: str, lidar_from_cam: np.ndarray | None) -> None:
+        if lidar_from_cam is None:
+            self.extrinsics.pop(cam, None)
+        else:
+            self.extrinsics[cam] = lidar_from_cam
+
+    def on_tf_static(self, msg: Any) -> None:
+        add_transforms(self.tf, msg.transforms)
+
+    def on_info(self, cam: str, msg: CameraInfo) -> None:
+        shape = self._shapes.get(cam)
+        try:
+            if shape is not None:
+                conv.check_info_matches(msg, *shape)
+        except ValueError as e:
+            self._warn(f"camera '{cam}': {e}")
+        self._infos[cam] = msg
+
+    def check_image(self, cam: str, msg: Any) -> bool:
+        """Cheap validity checks at arrival, so bad camera input is reported even without fusion."""
+        if isinstance(msg, Image):
+            self._shapes[cam] = (msg.height, msg.width)
+        problem = conv.image_problem(msg, self._infos.get(cam))
+        if problem:
+            self._warn(f"camera '{cam}': {problem}")
+        return problem is None
+
+    def on_image(self, cam: str, msg: Any) -> None:
+        """An image for LiDAR-master synchronisation (buffered until a cloud asks for it)."""
+        if self.check_image(cam, msg) and not self.sync.add(cam, stamp_ns(msg.header), msg):
+            self._warn(f"camera '{cam}': image time stamp went backwards; cleared its buffer")
+
+    def inputs(self, stamp: int, lidar_frame: str, matched: dict | None = None) -> list[CameraInput]:
+        """Camera inputs for the cloud at ``stamp``: ``matched`` {camera: (image msg, |dt|)} when a
+        synchroniser already paired them, else the closest buffered image of each camera."""
+        matched = self.sync.match(stamp) if matched is None else matched
+        inputs, skipped = assemble_camera_inputs(
+            {cam: img for cam, (img, _dt) in matched.items()}, self._decode, lidar_frame, self.extrinsics,
+            self.tf.lookup,
+        )  # fmt: skip
+        for message in skipped:
+            self._warn(message)
+        return inputs
+
+    def _decode(self, cam: str, img_msg: Any) -> DecodedCamera:
+        info = self._infos.get(cam)
+        if info is None:
+            raise ValueError("no CameraInfo yet")
+        compressed = isinstance(img_msg, CompressedImage)
+        rgb = conv.compressed_to_rgb(img_msg) if compressed else conv.image_to_rgb(img_msg)
+        conv.check_info_matches(info, *rgb.shape[:2])
+        return DecodedCamera(rgb, conv.camera_info_matrix(info), info.header.frame_id or img_msg.header.frame_id)

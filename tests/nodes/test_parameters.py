@@ -1,0 +1,43 @@
+"""segment_node's parameter module without a node: schema, validation, run-time updates."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clip2scene_ros.nodes import parameters as params
+
+
+def _defaults(**over):
+    values = {name: spec.default for name, spec in params.specs().items()}
+    return {**values, **over}
+
+
+def test_validate_lists_every_problem(tmp_path):
+    p = _defaults(backend="tensorflow", queue_size=0, checkpoint=str(tmp_path / "nope"), cameras=["cam_front"],
+                  camera_image_topic="/images", vocabulary="klingon", camera_timeout=0.0, device="tpu")  # fmt: skip
+    errors = "\n".join(params.validate(p))
+    for expected in ("backend='tensorflow' must be one of: torch, onnxruntime, tensorrt", "queue_size=0 must be >= 1",
+                     "camera_timeout=0.0 must be > 0", "is not a directory", "must contain '{name}'",
+                     "vocabulary: vocabulary 'klingon'", "device='tpu'"):  # fmt: skip
+        assert expected in errors, errors
+
+
+def test_descriptions_show_choices_ranges_and_when_they_apply():
+    specs = params.specs()
+    assert "one of: torch | onnxruntime | tensorrt" in specs["backend"].describe()
+    assert ">= 1" in specs["queue_size"].describe() and "read at start" in specs["queue_size"].describe()
+    assert "> 0" in specs["query.cluster_radius"].describe() and specs["query.cluster_radius"].runtime
+
+
+def test_runtime_update_checks_before_anything_changes():
+    p = _defaults()
+    up = params.runtime_update(p, [("vocabulary_classes", ["car|sedan", "", "tree"]), ("query.cluster_radius", 1.0)])
+    assert not up.error and up.values["vocabulary_classes"] == ["car|sedan", "tree"]
+    assert [c.name for c in up.vocabulary.classes] == ["car", "tree"]
+    assert "restart the node to change 'backend'" in params.runtime_update(p, [("backend", "onnxruntime")]).error
+    assert "must be > 0" in params.runtime_update(p, [("query.cluster_radius", 0.0)]).error
+    assert "vocabulary" in params.runtime_update(p, [("vocabulary", "klingon")]).error
+    up = params.runtime_update(p, [("extrinsics.cam_front", [1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 1.0])])
+    np.testing.assert_allclose(up.extrinsics["cam_front"][:3, 3], [1, 2, 3])
+    assert "7 values" in params.runtime_update(p, [("extrinsics.cam_front", [1.0, 2.0])]).error
+    assert params.runtime_update(p, [("extrinsics.cam_front", [])]).extrinsics == {"cam_front": None}
