@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from clip2scene_ros.inference.relevance import DEFAULT_THRESHOLD
     from clip2scene_ros.inference.segmenter import Segmenter, SegmenterConfig
-    from clip2scene_ros.nodes.segment_node import default_checkpoint
+    from clip2scene_ros.nodes.parameters import default_checkpoint
     from clip2scene_ros.sim import SimConfig, generate_sequence
     from clip2scene_ros.sim.splits import split_seeds
 

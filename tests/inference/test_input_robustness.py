@@ -11,7 +11,7 @@ from clip2scene_ros.inference.segmenter import Segmenter, SegmenterConfig
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from clip2scene_ros.nodes.client import make_test_models
+    from support.node_harness import make_test_models
 
     return make_test_models(tmp_path_factory.mktemp("robust_models"))
 

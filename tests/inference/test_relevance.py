@@ -15,7 +15,7 @@ CLASSES = ["road", "building", "vegetation", "car", "pedestrian", "pole"]
 
 @pytest.fixture(scope="module")
 def segmenter(tmp_path_factory) -> Segmenter:
-    from clip2scene_ros.nodes.client import make_test_models
+    from support.node_harness import make_test_models
 
     models = make_test_models(tmp_path_factory.mktemp("relevance_models"))
     cfg = SegmenterConfig(checkpoint=models["checkpoint"], teacher=models["teacher"] or None, vocabulary=CLASSES)

@@ -56,7 +56,7 @@ def test_rate_limit_counts_only_new_phrases():
 
 
 def test_segmenter_cache_location_quota_and_limit(tmp_path):
-    from clip2scene_ros.nodes.client import make_test_models
+    from support.node_harness import make_test_models
 
     models = make_test_models(tmp_path / "models")
     cfg = SegmenterConfig(

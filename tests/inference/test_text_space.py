@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from clip2scene_ros.inference.segmenter import Segmenter, SegmenterConfig
 from clip2scene_ros.inference.text_space import TextSpaceMismatch
-from clip2scene_ros.nodes.segment_node import default_checkpoint
+from clip2scene_ros.nodes.parameters import default_checkpoint
 from clip2scene_ros.teacher import create_teacher
 from clip2scene_ros.teacher.loading import CONFIG_FILENAME
 
