@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from clip2scene_ros.nodes.node_process import NodeProcess
     except ImportError:  # before the node's helpers were split out
-        from clip2scene_ros.nodes.client import NodeProcess
+        from clip2scene_ros.nodes.node_process import NodeProcess
     from std_msgs.msg import Header
 
     from clip2scene_ros.nodes import conversions as conv

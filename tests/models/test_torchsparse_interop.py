@@ -136,9 +136,10 @@ def test_point_voxel_ops_equal_torchsparse_on_a_batch_of_two_clouds():
 @pytest.mark.real_data
 @pytest.mark.parametrize("arch", ["minkunet18", "spvcnn"])
 def test_convert_command_gives_a_checkpoint_the_segmenter_runs(real_data, tmp_path, arch):
+    from support.node_harness import make_test_models
+
     from clip2scene_ros.cli.main import main
     from clip2scene_ros.inference.segmenter import Segmenter, SegmenterConfig
-    from clip2scene_ros.nodes.client import make_test_models
 
     models = make_test_models(tmp_path / "models")
     teacher = models["teacher"] or None
