@@ -272,6 +272,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/evaluate_scans", help="folder for bev_*.png and summary.json")
     parser.add_argument("--bev-scans", type=int, default=2, help="bird's-eye PNGs for the first N scans")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument(
+        "--frame",
+        choices=("base_link", "lidar_top"),
+        default=None,
+        help="the model's input frame when its model.json records none (default: lidar_top, older students)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -287,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
     extra = meta.get("extra", {})
     vocabulary = args.vocabulary or extra.get("vocabulary") or "synthetic"
     seg = Segmenter.from_config(SegmenterConfig(checkpoint=str(ckpt), vocabulary=vocabulary))
-    frame = model_frame(extra)
+    frame = model_frame(extra) if args.frame is None or extra.get("frame") else {"name": args.frame}
     out = Path(args.out)
     scans = iter_scans(args.path, args.sequences, args.every, args.max_scans)
     ev = evaluate_scans(seg, scans, frame, out_dir=out, bev_scans=args.bev_scans, class_map=args.class_map,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 # nuScenes-like six-camera rig (mount positions and yaw in the ego frame rounded from the public
@@ -46,8 +47,45 @@ class LidarConfig:
     dropout: float = 0.02  # probability a return is lost (higher for dark, far surfaces)
     translation: tuple[float, float, float] = (0.943713, 0.0, 1.84023)  # nuScenes LIDAR_TOP
     yaw_deg: float = -90.0  # nuScenes LIDAR_TOP: sensor x points to the car's right, y forward
+    # A real sensor's beam table by name (sim/sensors.py: hdl64e_kitti, hdl32e, vlp16, os1_64,
+    # os1_128); empty = `beams` spaced evenly over vertical_fov_deg.
+    beam_table: str = ""
+    pitch_deg: float = 0.0  # mount tilt about the sensor's y axis (positive: nose down)
+    # keep probability of a return on the lowest rows, the middle rows, the highest rows (ray drop
+    # beyond the physical misses; sim/sensors.row_keep_probability)
+    row_keep: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    intensity: str = "reflectance"  # reflectance (material x incidence) or none (column of zeros)
+    # Sensor randomisation: each drive (seed) picks one of these presets (sim/sensors.PRESETS),
+    # then jitters the mount height and pitch uniformly by +- these amounts.
+    randomize: list[str] = field(default_factory=list)
+    mount_height_jitter_m: float = 0.0
+    mount_pitch_jitter_deg: float = 0.0
+
+    def elevations_deg(self) -> np.ndarray:
+        """Beam elevations in degrees, lowest first."""
+        if self.beam_table:
+            from clip2scene_ros.sim.sensors import beam_elevations
+
+            return beam_elevations(self.beam_table)
+        return np.linspace(self.vertical_fov_deg[0], self.vertical_fov_deg[1], self.beams)
 
     def validate(self) -> None:
+        from clip2scene_ros.sim.sensors import BEAM_TABLES, PRESETS
+
+        if self.beam_table and self.beam_table not in BEAM_TABLES:
+            raise SimConfigError(f"lidar.beam_table={self.beam_table!r}: use one of {sorted(BEAM_TABLES)} or ''")
+        if self.beam_table and len(BEAM_TABLES[self.beam_table]) != self.beams:
+            n = len(BEAM_TABLES[self.beam_table])
+            raise SimConfigError(f"lidar.beams={self.beams} but beam table {self.beam_table!r} has {n} beams")
+        unknown = [p for p in self.randomize if p not in PRESETS]
+        if unknown:
+            raise SimConfigError(f"lidar.randomize: unknown sensor(s) {unknown}; known: {sorted(PRESETS)}")
+        if not all(0.0 <= k <= 1.0 for k in self.row_keep):
+            raise SimConfigError(f"lidar.row_keep={self.row_keep}: keep probabilities must be in [0, 1]")
+        if self.intensity not in ("reflectance", "none"):
+            raise SimConfigError(f"lidar.intensity={self.intensity!r}: use reflectance or none")
+        if self.mount_height_jitter_m < 0 or self.mount_pitch_jitter_deg < 0:
+            raise SimConfigError("lidar: mount jitters must be >= 0")
         if self.beams < 1 or self.beams > 256:
             raise SimConfigError(f"lidar.beams={self.beams}: use 1..256 (32 or 64 for nuScenes/KITTI-like)")
         lo, hi = self.vertical_fov_deg
@@ -235,6 +273,10 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
             kwargs[name] = _build(hints[name], value or {}, f"{where}.{name}")
         elif cls is CameraConfig and name == "rig":
             kwargs[name] = [_build(CameraSpec, c, f"{where}.rig[{i}]") for i, c in enumerate(value or [])]
+        elif cls is LidarConfig and name == "randomize":
+            if not isinstance(value, (list, tuple)):
+                raise SimConfigError(f"{where}.randomize: expected a list of sensor names")
+            kwargs[name] = [str(v) for v in value]
         elif cls is CameraConfig and name == "names":
             kwargs[name] = tuple(str(v) for v in value)
         else:

@@ -12,6 +12,7 @@ import numpy as np
 from clip2scene_ros.sim.config import SimConfig
 from clip2scene_ros.sim.frame import CameraImage, Frame
 from clip2scene_ros.sim.render import Renderer
+from clip2scene_ros.sim.sensors import lidar_for_seed
 from clip2scene_ros.sim.world import World, build_world
 
 # Time stamps: each seed's drive starts at its own epoch, within ROS's int32 seconds.
@@ -77,7 +78,7 @@ def generate_sequence(
                 "(e.g. --set scene.duration_s=60)"
             )
         world = canonical_world(config, seed)
-    renderer = Renderer(config)
+    renderer = Renderer(config, lidar_for_seed(config, seed))
     t0 = sequence_start_ns(seed)
     for i in range(start_frame, start_frame + num_frames):
         t = i * dt

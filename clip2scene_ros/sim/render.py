@@ -22,7 +22,7 @@ import numpy as np
 
 from clip2scene_ros.sim import meshes as M
 from clip2scene_ros.sim import raster
-from clip2scene_ros.sim.config import CameraSpec, SimConfig
+from clip2scene_ros.sim.config import CameraSpec, LidarConfig, SimConfig
 from clip2scene_ros.sim.transforms import invert, rot_y, rot_z, translation
 from clip2scene_ros.sim.world import World
 
@@ -51,18 +51,32 @@ class LidarModel:
     noise_std: float
     dropout: float
 
+    row_keep: np.ndarray | None = None  # float32 [N] keep probability per ray (None: keep all)
+    intensity: bool = True
+
     @staticmethod
-    def from_config(cfg: SimConfig) -> LidarModel:
-        lc = cfg.lidar
-        el = np.radians(np.linspace(lc.vertical_fov_deg[0], lc.vertical_fov_deg[1], lc.beams))
+    def from_config(cfg: SimConfig, lidar: LidarConfig | None = None) -> LidarModel:
+        """Rays of ``lidar`` (default ``cfg.lidar``): azimuth-major, ring 0 = the lowest beam."""
+        from clip2scene_ros.sim.sensors import row_keep_probability
+
+        lc = cfg.lidar if lidar is None else lidar
+        el_deg = lc.elevations_deg()
+        beams = len(el_deg)
+        el = np.radians(el_deg)
         az = np.arange(lc.points_per_ring) * (2 * np.pi / lc.points_per_ring)
         azg, elg = np.meshgrid(az, el, indexing="ij")  # [ppr, beams]: one column of beams per azimuth
         d = np.stack([np.cos(elg) * np.cos(azg), np.cos(elg) * np.sin(azg), np.sin(elg)], -1).reshape(-1, 3)
-        rings = np.tile(np.arange(lc.beams, dtype=np.uint8), lc.points_per_ring)
+        rings = np.tile(np.arange(beams, dtype=np.uint8), lc.points_per_ring)
         l2e = translation(*lc.translation) @ rot_z(math.radians(lc.yaw_deg))
+        if lc.pitch_deg:  # about the car's lateral axis, nose down for positive pitch
+            l2e = translation(*lc.translation) @ rot_y(math.radians(lc.pitch_deg)) @ rot_z(math.radians(lc.yaw_deg))
+        keep = None
+        if tuple(lc.row_keep) != (1.0, 1.0, 1.0):
+            keep = np.tile(row_keep_probability(beams, tuple(lc.row_keep)), lc.points_per_ring)
         return LidarModel(
-            l2e, d.astype(np.float32), rings, lc.min_range_m, lc.max_range_m, lc.range_noise_std_m, lc.dropout
-        )
+            l2e, d.astype(np.float32), rings, lc.min_range_m, lc.max_range_m, lc.range_noise_std_m, lc.dropout,
+            keep, lc.intensity != "none",
+        )  # fmt: skip
 
 
 @dataclass
@@ -166,9 +180,9 @@ class Renderer:
     are converted at the boundary.
     """
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, lidar: LidarConfig | None = None) -> None:
         self.config = config
-        self.lidar = LidarModel.from_config(config)
+        self.lidar = LidarModel.from_config(config, lidar)
         cc = config.cameras
         self.cameras = [CameraModel.from_spec(s, cc.width, cc.height) for s in cc.specs()]
         self.threads = int(config.threads)
@@ -255,13 +269,15 @@ class Renderer:
         noise = rng.normal(0.0, 1.0, len(idx)).astype(np.float32) * lm.noise_std
         inten_noise = rng.normal(0.0, 1.0, len(idx)).astype(np.float32)
         keep = u >= p_drop
+        if lm.row_keep is not None:  # structured ray drop (own draw: the default stream is unchanged)
+            keep &= rng.random(len(idx), dtype=np.float32) < lm.row_keep[idx]
         r_noisy = np.maximum(r + noise, 0.0)[keep]
         sel = idx[keep]
         xyz = lm.directions[sel] * r_noisy[:, None]
         inten = refl[keep] * (0.3 + 0.7 * cos_inc[keep]) * 255.0 * (1.0 + 0.05 * inten_noise[keep])
         pts = np.empty((len(sel), 4), np.float32)
         pts[:, :3] = xyz
-        pts[:, 3] = np.clip(np.round(inten), 0, 255)
+        pts[:, 3] = np.clip(np.round(inten), 0, 255) if lm.intensity else 0.0
         return LidarHits(pts, mt.label[tri[keep]], mt.instance[tri[keep]], lm.rings[sel])
 
     # -- cameras ----------------------------------------------------------------------------------

@@ -175,6 +175,7 @@ class RunConfig(LoopConfig):
     model_overrides: dict = field(default_factory=dict)
     voxel_size: float | None = None  # None: the model config's
     augment: bool = True  # random z-rotation and x/y flips (independently per sweep)
+    augmentation: dict = field(default_factory=dict)  # augment.AugmentConfig keys (when augment is on)
 
 
 @dataclass

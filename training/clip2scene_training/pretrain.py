@@ -135,6 +135,10 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
     total_steps = cfg.max_steps or cfg.epochs * sampler.steps_per_epoch
     text_dev = text.to(device)
 
+    from clip2scene_training.augment import AugmentConfig
+
+    aug = AugmentConfig.from_dict(cfg.augmentation)
+
     def batches(start_step: int):
         sampler.start_step, sampler.total_steps = start_step, total_steps
         for micro in sampler:
@@ -143,7 +147,7 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
                 sweeps, tg = get_sample(i)
                 for k, pts in enumerate(sweeps):
                     if cfg.augment:
-                        pts = augment_points(pts, np.random.default_rng([cfg.seed, epoch, i, k]))
+                        pts = augment_points(pts, np.random.default_rng([cfg.seed, epoch, i, k]), aug)
                     clouds.append(torch.from_numpy(np.ascontiguousarray(pts)).to(device))
                 samples.append((len(sweeps), tg))
             yield clouds, samples
@@ -222,6 +226,8 @@ def save_student(directory: Path, model, text: torch.Tensor, vocab, cfg, text_sp
     }
     if text_space:  # the teacher's content fingerprint: the node refuses another text encoder
         extra["text_space"] = text_space
+    if cfg.data.options.get("frame") == "base_link":  # the input frame the node and evaluation convert to
+        extra["frame"] = {"name": "base_link", "convention": "REP-103: x forward, y left, z up, ground at z = 0"}
     save_checkpoint(directory, model, extra)
     save_file({"text": text.contiguous()}, str(Path(directory) / "text_embeddings.safetensors"))
     return Path(directory)

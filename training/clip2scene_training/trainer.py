@@ -207,18 +207,12 @@ class StepBatchSampler:
                 yield [(int(i), epoch) for i in batch[start : start + self.batch_size]]
 
 
-def augment_points(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random rotation about z and random x/y flips (pairs are indices, so they stay valid)."""
-    out = points.copy()
-    a = rng.uniform(0, 2 * np.pi)
-    c, s = np.cos(a), np.sin(a)
-    x, y = out[:, 0].copy(), out[:, 1].copy()
-    out[:, 0], out[:, 1] = c * x - s * y, s * x + c * y
-    if rng.random() < 0.5:
-        out[:, 0] = -out[:, 0]
-    if rng.random() < 0.5:
-        out[:, 1] = -out[:, 1]
-    return out
+def augment_points(points: np.ndarray, rng: np.random.Generator, cfg=None) -> np.ndarray:
+    """``augment.augment``: by default a random rotation about z and random x/y flips (pairs are
+    indices, so they stay valid); ``cfg`` an ``augment.AugmentConfig`` for the full set."""
+    from clip2scene_training.augment import augment
+
+    return augment(points, rng, cfg)
 
 
 # --- checkpoints ----------------------------------------------------------------------------

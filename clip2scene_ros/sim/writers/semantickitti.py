@@ -24,10 +24,16 @@ import numpy as np
 
 from clip2scene_ros.sim import taxonomy as C
 from clip2scene_ros.sim.frame import Frame
-from clip2scene_ros.sim.transforms import invert
+from clip2scene_ros.sim.transforms import invert, rot_z
 
-# KITTI velodyne (x fwd, y left) <- our nuScenes-style LiDAR frame (x right, y fwd)
+# KITTI velodyne (x fwd, y left) <- our default nuScenes-style LiDAR frame (x right, y fwd)
 VELO_FROM_LIDAR = np.array([[0.0, 1, 0, 0], [-1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+
+
+def velo_from_lidar(lidar_to_ego: np.ndarray) -> np.ndarray:
+    """KITTI velodyne axes (x along the car) <- the LiDAR frame, undoing the sensor's mount yaw."""
+    yaw = np.arctan2(lidar_to_ego[1, 0], lidar_to_ego[0, 0])
+    return rot_z(float(yaw))
 
 
 def sequence_name(seed: int) -> str:
@@ -64,14 +70,15 @@ def write_semantickitti_sequence(
             K = cam.K
             cam_to_ego = cam.cam_to_ego
             # Tr: camera <- velodyne
-            tr = invert(cam_to_ego) @ frame.lidar_to_ego @ invert(VELO_FROM_LIDAR)
+            v_from_l = velo_from_lidar(frame.lidar_to_ego)
+            tr = invert(cam_to_ego) @ frame.lidar_to_ego @ invert(v_from_l)
             p = np.hstack([K, np.zeros((3, 1))])
             text = "".join(f"P{i}: {_row(p)}\n" for i in range(4)) + f"Tr: {_row(tr[:3])}\n"
             (seq / "calib.txt").write_text(text)
             t0 = frame.timestamp_ns
         stem = f"{n:06d}"
         velo = frame.points.copy()
-        velo[:, :3] = frame.points[:, :3] @ VELO_FROM_LIDAR[:3, :3].T.astype(np.float32)
+        velo[:, :3] = frame.points[:, :3] @ velo_from_lidar(frame.lidar_to_ego)[:3, :3].T.astype(np.float32)
         velo[:, 3] = frame.points[:, 3] / 255.0
         (seq / "velodyne" / f"{stem}.bin").write_bytes(velo.astype(np.float32).tobytes())
         inst = np.clip(frame.instances, 0, 0xFFFF).astype(np.uint32)
