@@ -2,15 +2,19 @@
 
 Same MinkUNet weights on the real nuScenes keyframe (0.1 m) and the real KITTI frame (0.05 m)
 from ../shared/data/real (LiDAR-like synthetic frames of similar size when absent). Paths:
-ours eager fp32 / bf16 (1 and 2 threads), ours exported ONNX on ONNX Runtime (1 thread), spconv
-2.x CPU (1 thread: its CPU scatter-add is wrong with more threads). Each timing covers kernel-map
-building + forward from voxel features (spconv builds its maps inside its forward); voxelization
-is shared and excluded. Paths run interleaved (one call each per round) so that load from other
-processes affects them alike. Prints medians, ratios against spconv at 1 thread, label agreement with
-our fp32 (argmax against 16 random class embeddings), peak RSS growth per path; the last line
-is one JSON object.
+ours eager fp32 / bf16 (1 and 2 threads; bf16 only on CPUs with native bf16, as precision "auto"
+would), ours exported ONNX on ONNX Runtime (1 and 2 threads, the backend's session options; its
+time includes padding the maps into the graph's inputs), spconv 2.x CPU (1 thread: its CPU
+scatter-add is wrong with more threads). The ONNX Runtime / eager fp32 ratio at the same thread
+count is the deployment graph's overhead (target <= 1.0). The CPU model and flags are printed.
+Each timing covers kernel-map building + forward from voxel features (spconv builds its maps
+inside its forward); voxelization is shared and excluded. Paths run interleaved (one call each
+per round) so that load from other processes affects them alike. Prints medians, ratios against
+spconv at 1 thread, label agreement with our fp32 (argmax against 16 random class embeddings),
+peak RSS growth per path, the load average; the last line is one JSON object.
 
     .venv/bin/python benchmarks/sparse_forward.py [--model minkunet18] [--runs 5] [--frames nuscenes kitti]
+        [--checkpoint clip2scene_ros/assets/student]   # trained weights instead of random ones
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "sparse"))
 
+from clip2scene_ros.inference.backends import session_options  # noqa: E402
+from clip2scene_ros.inference.cpu import cpu_info  # noqa: E402
 from clip2scene_ros.inference.export import export_onnx, prepare_inputs  # noqa: E402
-from clip2scene_ros.models import create_model  # noqa: E402
+from clip2scene_ros.models import create_model, load_checkpoint  # noqa: E402
 from clip2scene_ros.sparse import padded_tensors  # noqa: E402
 from clip2scene_ros.sparse.samples import lidar_like_scene, load_real_frame  # noqa: E402
 
@@ -118,26 +124,33 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--frames", nargs="+", default=list(FRAMES), choices=list(FRAMES))
     ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime path")
+    ap.add_argument("--checkpoint", help="trained checkpoint (its architecture and weights; head 'global')")
     args = ap.parse_args()
+    cpu = cpu_info()
+    print(cpu.describe(), f"| load average {os.getloadavg()[0]:.1f}")
 
     import spconv_reference  # tests/sparse: the same network through spconv
 
     torch.manual_seed(0)
-    model = create_model(args.model, width=args.width, heads=["global"], embed_dim=512).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.8, 1.2)
+    if args.checkpoint:
+        model = load_checkpoint(args.checkpoint)[0].eval()
+        args.model, args.width = model.config.name, model.config.width
+    else:
+        model = create_model(args.model, width=args.width, heads=["global"], embed_dim=512).eval()
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.8, 1.2)
     folded = create_model(model.config)
     folded.load_state_dict(model.state_dict())
     folded.fold_bn()
     bf16 = create_model(model.config)
     bf16.load_state_dict(model.state_dict())
     bf16.fold_bn().to(torch.bfloat16)
-    classes = torch.randn(512, 16, generator=torch.Generator().manual_seed(1))
+    classes = torch.randn(model.config.embed_dim, 16, generator=torch.Generator().manual_seed(1))
     params = sum(p.numel() for p in model.parameters())
 
-    sess = None
+    sess = {}
     if not args.no_onnx:
         import onnxruntime as ort
 
@@ -145,12 +158,12 @@ def main() -> int:
         t = time.perf_counter()
         export_onnx(model, tmp / "model.onnx")
         export_s = time.perf_counter() - t
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
         t = time.perf_counter()
-        sess = ort.InferenceSession(str(tmp / "model.onnx"), so, providers=["CPUExecutionProvider"])
-        print(f"ONNX export {export_s:.1f} s, ONNX Runtime session {time.perf_counter() - t:.1f} s")
+        for th in (1, 2):
+            sess[th] = ort.InferenceSession(
+                str(tmp / "model.onnx"), session_options(th), providers=["CPUExecutionProvider"]
+            )
+        print(f"ONNX export {export_s:.1f} s, two ONNX Runtime sessions {time.perf_counter() - t:.1f} s")
 
     results = {}
     for frame in args.frames:
@@ -173,23 +186,25 @@ def main() -> int:
         def spc(_c=coords, _f=feats):
             return spconv_reference.spconv_minkunet(model, _c, _f)["global"]
 
-        def onnx_run(_c=coords, _f=feats):
+        def onnx_run(threads, _c=coords, _f=feats):
             with torch.no_grad():
                 maps = model.build_maps(_c)
+            s = sess[threads]
             feeds = {"feats": _f.numpy()}
-            names = [i.name for i in sess.get_inputs()][1:]
+            names = [i.name for i in s.get_inputs()][1:]
             feeds.update({k: v.numpy() for k, v in zip(names, padded_tensors(maps))})
-            return torch.from_numpy(sess.run(None, feeds)[0])
+            return torch.from_numpy(s.run(None, feeds)[0])
 
-        todo = {
-            "spconv_1t": (1, spc),
-            "ours_fp32_1t": (1, lambda: ours(folded, torch.float32)),
-            "ours_bf16_1t": (1, lambda: ours(bf16, torch.bfloat16)),
-        }
-        if sess is not None:
-            todo["onnxruntime_1t"] = (1, onnx_run)
+        todo = {"spconv_1t": (1, spc), "ours_fp32_1t": (1, lambda: ours(folded, torch.float32))}
+        if cpu.bf16_native:
+            todo["ours_bf16_1t"] = (1, lambda: ours(bf16, torch.bfloat16))
+        if sess:
+            todo["onnxruntime_1t"] = (1, lambda: onnx_run(1))
         todo["ours_fp32_2t"] = (2, lambda: ours(folded, torch.float32))
-        todo["ours_bf16_2t"] = (2, lambda: ours(bf16, torch.bfloat16))
+        if cpu.bf16_native:
+            todo["ours_bf16_2t"] = (2, lambda: ours(bf16, torch.bfloat16))
+        if sess:
+            todo["onnxruntime_2t"] = (2, lambda: onnx_run(2))
         paths = run_interleaved(todo, args.runs)
         t = time.perf_counter()
         for _ in range(3):
@@ -217,6 +232,12 @@ def main() -> int:
             print(f"{name:<16}{ms:>11.1f}{ms / spconv_ms:>11.3f}{agree:>15.4f}{diff:>12.2e}{mb:>9.1f}")
         best = min((v["ms"], k) for k, v in row.items() if isinstance(v, dict) and k.startswith("ours"))
         row["best_ours"] = {"path": best[1], "ratio_vs_spconv_1t": round(best[0] / spconv_ms, 3)}
+        if sess:
+            row["onnxruntime_vs_eager_fp32"] = {
+                f"{t}t": round(paths[f"onnxruntime_{t}t"][0] / paths[f"ours_fp32_{t}t"][0], 3) for t in (1, 2)
+            }
+            print(f"ONNX Runtime / eager fp32 (target <= 1.0): {row['onnxruntime_vs_eager_fp32']}")
+        row["load_average"] = round(os.getloadavg()[0], 2)
         results[frame] = row
 
     summary = {
@@ -226,6 +247,8 @@ def main() -> int:
         "params": params,
         "runs": args.runs,
         "torch": torch.__version__,
+        "cpu": cpu.as_dict(),
+        "weights": args.checkpoint or "random",
         "frames": results,
     }
     print(json.dumps(summary))

@@ -14,6 +14,7 @@ All three voxelize and build the kernel maps the same way, outside the network.
 from __future__ import annotations
 
 import logging
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +207,21 @@ def ensure_onnx(checkpoint_dir: str | Path, onnx_path: str | Path | None = None)
     return export_onnx(model, path)
 
 
+def session_options(threads: int | None = None):  # noqa: ANN201 - onnxruntime.SessionOptions
+    """ONNX Runtime options for this graph on a small CPU: every core (or ``threads``) inside one
+    operator, operators one after another (the graph is a chain), full graph optimisation, and no
+    spin-waiting between operators, so the cores stay free for the DDS and node threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads if threads else (os.cpu_count() or 1)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
 class OnnxRuntimeBackend(Backend):
     kind = "onnxruntime"
 
@@ -226,11 +242,7 @@ class OnnxRuntimeBackend(Backend):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise RuntimeError("device='cuda' needs onnxruntime-gpu (CUDAExecutionProvider is not available)")
             providers.insert(0, "CUDAExecutionProvider")
-        opts = ort.SessionOptions()
-        if threads is not None:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=providers)
+        self.session = ort.InferenceSession(str(onnx_path), session_options(threads), providers=providers)
         self.output_names = meta["outputs"]
 
     def run_voxels(
@@ -284,4 +296,5 @@ __all__ = [
     "create_backend",
     "ensure_onnx",
     "file_sha256",
+    "session_options",
 ]

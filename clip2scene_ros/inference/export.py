@@ -22,6 +22,7 @@ import torch
 from clip2scene_ros.models import ExportModule, MinkUNet, ModelConfig
 from clip2scene_ros.models.spvcnn import POINT_INPUTS, PointVoxelMaps, point_dynamic_axes, point_tensors, prepare_spvcnn
 from clip2scene_ros.sparse import KernelMaps, padded_input_names, padded_tensors, voxelize
+from clip2scene_ros.sparse.kmap import OFFSET_GROUPS, ROW_BUCKETS
 from clip2scene_ros.sparse.samples import lidar_like_scene
 
 OPSET = 17
@@ -57,14 +58,18 @@ def input_names(num_levels: int = MinkUNet.num_levels, arch: str = "minkunet") -
 def dynamic_axes(
     heads: list[str], num_levels: int = MinkUNet.num_levels, arch: str = "minkunet"
 ) -> dict[str, dict[int, str]]:
-    """Voxel counts n<s>, padded pairs per offset p<s>, max neighbours j<s>, children per slot q<s>;
-    an SPVCNN adds its point inputs (points np) and gives per-point outputs."""
+    """Voxel counts n<s>; per offset group g: offsets k<s>_<g>, padded pairs p<s>_<g>; per row
+    bucket b: rows n<s>_<b>, padded neighbours j<s>_<b>; children per slot q<s>; an SPVCNN adds
+    its point inputs (points np) and gives per-point outputs."""
     axes: dict[str, dict[int, str]] = {"feats": {0: "n0"}}
     if arch == "spvcnn":
         axes.update(point_dynamic_axes())
     for s in range(num_levels):
-        axes[f"subm{s}_pidx"] = {1: f"p{s}"}
-        axes[f"subm{s}_ptable"] = {0: f"n{s}", 1: f"j{s}"}
+        for g in range(OFFSET_GROUPS):
+            axes[f"subm{s}_pidx{g}"] = {0: f"k{s}_{g}", 1: f"p{s}_{g}"}
+            axes[f"subm{s}_poff{g}"] = {0: f"k{s}_{g}"}
+        for b in range(ROW_BUCKETS):
+            axes[f"subm{s}_ptable{b}"] = {0: f"n{s}_{b}", 1: f"j{s}_{b}"}
     for s in range(num_levels - 1):
         axes[f"down{s}_fine"] = {1: f"q{s}"}
         axes[f"down{s}_parent"] = {1: f"q{s}"}

@@ -25,6 +25,7 @@ import numpy as np
 
 from clip2scene_ros.models import ModelConfig
 from clip2scene_ros.models.spvcnn import POINT_LEVELS
+from clip2scene_ros.sparse.kmap import OFFSET_GROUPS, ROW_BUCKETS
 
 from .backends import Backend
 from .export import file_sha256, read_sidecar
@@ -89,8 +90,13 @@ def profile_shapes(config: ModelConfig, options: TensorRTOptions, num_levels: in
     level = [(1 if s else mn, max(1, op // 3**s), mx) for s in range(num_levels)]
     for s in range(num_levels):
         n = level[s]
-        dims[f"subm{s}_pidx"] = tuple((26, v) for v in (1, max(1, n[1] // 4), n[2]))
-        dims[f"subm{s}_ptable"] = tuple((v, j) for v, j in zip(n, (1, 8, k * 3)))
+        # offset groups (26 offsets split in OFFSET_GROUPS) and row buckets (rows split in
+        # ROW_BUCKETS): each may be empty on small levels, so every minimum is 0
+        for g in range(OFFSET_GROUPS):
+            dims[f"subm{s}_pidx{g}"] = ((0, 1), (8, max(1, n[1] // 4)), (26, n[2]))
+            dims[f"subm{s}_poff{g}"] = ((0,), (8,), (26,))
+        for b in range(ROW_BUCKETS):
+            dims[f"subm{s}_ptable{b}"] = ((0, 1), (max(1, n[1] // ROW_BUCKETS), 4), (n[2], k * 3))
     for s in range(num_levels - 1):
         n = level[s]
         q = (1, max(1, n[1] // 4), n[2])

@@ -71,9 +71,13 @@ def _subm_padded(x: Tensor, weight: Tensor, bias: Tensor | None, m: PaddedSubm, 
     c = k // 2
     w = weight.to(x.dtype)
     w_nc = torch.cat([w[:c], w[c + 1 :]], 0)  # [K-1, C_in, C_out]
-    y = torch.matmul(_with_zero_row(x)[m.pidx], w_nc).reshape(-1, cout)  # [(K-1)*P, C_out]
+    xz = _with_zero_row(x)
+    # per offset group: [K_g, P_g, C_in] x [K_g, C_in, C_out], flattened to rows
+    ys = [torch.matmul(xz[idx], w_nc[off]).reshape(-1, cout) for idx, off in zip(m.pidx, m.poff)]
+    y = torch.cat([*ys, x.new_zeros((1, cout))], 0)
     acc_t = _acc_dtype(x)
-    out = (x @ w[c]).to(acc_t) + _with_zero_row(y)[m.ptable].to(acc_t).sum(1)
+    acc = torch.cat([y[t].to(acc_t).sum(1) for t in m.ptable], 0)  # row buckets, in row order
+    out = (x @ w[c]).to(acc_t) + acc
     return _finish(out, bias, relu, x.dtype)
 
 

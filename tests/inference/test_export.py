@@ -11,6 +11,7 @@ from clip2scene_ros.inference.backends import create_backend
 from clip2scene_ros.inference.export import TENSORRT_OPS, example_points, graph_ops, prepare_inputs, read_sidecar
 from clip2scene_ros.inference.tensorrt import TensorRTOptions, TensorRTUnavailable, profile_shapes, tensorrt_status
 from clip2scene_ros.models import create_model, save_checkpoint
+from clip2scene_ros.sparse.kmap import OFFSET_GROUPS, ROW_BUCKETS
 
 # Small but complete: every layer type, 5 levels, 2 heads.
 SMALL = dict(width=0.125, layers=[1, 1, 1, 1, 1, 1, 1, 1], embed_dim=16, voxel_size=0.2)
@@ -45,7 +46,10 @@ def test_graph_uses_only_tensorrt_supported_operators(exported):
     feats = model.graph.input[0]
     assert feats.name == "feats" and feats.type.tensor_type.shape.dim[0].dim_param == "n0"
     meta = read_sidecar(onnx_path)
-    assert meta["outputs"] == ["global", "local"] and len(meta["inputs"]) == 1 + 5 * 2 + 4 * 4
+    assert (
+        meta["outputs"] == ["global", "local"]
+        and len(meta["inputs"]) == 1 + 5 * (2 * OFFSET_GROUPS + ROW_BUCKETS) + 4 * 4
+    )
 
 
 def test_onnxruntime_equals_eager_at_two_voxel_counts(exported):
