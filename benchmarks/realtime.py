@@ -29,6 +29,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # support.node_harness: the node tests' client and process
 
 CASES = {  # name: (beams, points per ring) -> ~35k / ~120k returns per sweep
     "nuscenes": (32, 1200),
@@ -47,7 +48,8 @@ def sim_frames(beams: int, points_per_ring: int, n: int) -> list[np.ndarray]:
 
 def replay(frames: list[np.ndarray], n: int, rate: float, threads: int, extra: list[str]) -> dict:
     """Publish ``n`` frames at ``rate`` into a fresh node process; latency and throughput."""
-    from clip2scene_ros.nodes.client import NodeProcess, SegmentClient, wait_until
+    from support.node_harness import NodeProcess, SegmentClient, wait_until
+
     from clip2scene_ros.resources import configure_ros_environment
 
     configure_ros_environment()

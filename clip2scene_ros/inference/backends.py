@@ -24,11 +24,16 @@ import torch
 
 from clip2scene_ros.models import MinkUNet, ModelConfig, load_checkpoint  # noqa: F401
 
+from .cpu import CpuInfo, resolve_precision
 from .export import PreparedInputs, export_onnx, file_sha256, gather_points, prepare_inputs, read_sidecar
 from .registry import BACKENDS, PRECISIONS
 
 LOG = logging.getLogger(__name__)
 KINDS = BACKENDS
+# model.json "extra" key: share of real-scan labels bf16 keeps equal to fp32 (measured; >= 0.995 lets
+# precision "auto" pick bf16 on CPUs with native bf16)
+BF16_AGREEMENT_KEY = "bf16_label_agreement"
+BF16_MIN_AGREEMENT = 0.995
 ONNX_FILE = "model.onnx"
 # extra per-voxel outputs when a VocabularyHead runs with the forward
 CLASS_INDEX = "class_index"  # int64 [N]: argmax over the vocabulary
@@ -166,6 +171,7 @@ class TorchBackend(Backend):
     kind = "torch"
 
     def __init__(self, model: MinkUNet, device: str = "cpu", precision: str = "fp32") -> None:
+        precision = choose_precision(precision, self.kind, device)
         super().__init__(model.config, precision, device)
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         if precision == "fp16" and not str(device).startswith("cuda"):
@@ -252,6 +258,21 @@ class OnnxRuntimeBackend(Backend):
         return dict(zip(self.output_names, out))
 
 
+def choose_precision(
+    precision: str, kind: str, device: str, extra: dict | None = None, cpu: CpuInfo | None = None
+) -> str:
+    """Resolve ``precision`` for a checkpoint (``extra`` = its model.json extra) on this machine.
+
+    ``auto`` picks bf16 only on a CPU with native bf16 and only for a checkpoint whose recorded
+    :data:`BF16_AGREEMENT_KEY` is >= :data:`BF16_MIN_AGREEMENT`; otherwise fp32 (fp16 for TensorRT).
+    """
+    if precision == "auto" and kind == "torch":
+        agreement = (extra or {}).get(BF16_AGREEMENT_KEY)
+        if agreement is None or float(agreement) < BF16_MIN_AGREEMENT:
+            return "fp32"
+    return resolve_precision(precision, kind, device, cpu)
+
+
 def create_backend(
     kind: str,
     checkpoint_dir: str | Path,
@@ -262,15 +283,18 @@ def create_backend(
     """Build a backend from a checkpoint directory (``model.safetensors`` + ``model.json``).
 
     options: ``onnx_path`` (onnxruntime/tensorrt; default ``<checkpoint>/model.onnx``, exported on
-    first use), ``threads`` (onnxruntime), ``tensorrt`` (:class:`.tensorrt.TensorRTOptions`).
+    first use), ``threads`` (onnxruntime), ``tensorrt`` (:class:`.tensorrt.TensorRTOptions`),
+    ``cpu`` (a :class:`.cpu.CpuInfo` replacing this machine's, for ``precision="auto"``).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown backend {kind!r}; choose one of {KINDS}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if kind == "torch":
-        model, _, _ = load_checkpoint(checkpoint_dir)
+        model, _, extra = load_checkpoint(checkpoint_dir)
+        precision = choose_precision(precision, kind, device, extra, options.get("cpu"))
         return TorchBackend(model, device=device, precision=precision)
+    precision = choose_precision(precision, kind, device, {}, options.get("cpu"))
     onnx_path = ensure_onnx(checkpoint_dir, options.get("onnx_path"))
     if kind == "onnxruntime":
         return OnnxRuntimeBackend(onnx_path, device=device, precision=precision, threads=options.get("threads"))
@@ -291,6 +315,7 @@ __all__ = [
     "OnnxRuntimeBackend",
     "TorchBackend",
     "VocabularyHead",
+    "choose_precision",
     "classify_numpy",
     "classify_torch",
     "create_backend",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 # torch: eager model; onnxruntime: the exported graph; tensorrt: an engine built from that graph
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+# auto: bf16 on CPUs with native bf16 for checkpoints measured safe, fp16 for TensorRT, else fp32
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 DEVICE_PREFIXES: tuple[str, ...] = ("cpu", "cuda")  # cpu | cuda | cuda:N
 
 

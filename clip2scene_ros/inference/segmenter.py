@@ -149,7 +149,7 @@ class SegmenterConfig:
     teacher: str | None = None  # None = the shipped default teacher
     backend: str = "torch"
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: str = "auto"
     head: str = "global"
     max_points: int = 300_000
     range_min: float = 0.0

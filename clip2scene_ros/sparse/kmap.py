@@ -114,6 +114,39 @@ class SubmMap:
     def tensors(self) -> list[Tensor]:
         return [self.pair_in, self.pair_bounds, self.acc_idx, self.acc_bounds]
 
+    def bag(self) -> tuple[Tensor, Tensor]:
+        """Every (output row, offset) term as one bag per output row, for a matmul-first conv.
+
+        Returns ``flat`` [N + M]: ``in_row * K + offset`` (a row of ``x @ W_cat`` viewed as
+        [N * K, C_out]), grouped by output row with the centre term first, and ``starts`` [N]:
+        where each row's bag begins (``F.embedding_bag`` offsets). Cached on the map.
+        """
+        if "bag" not in self._cache:
+            k = self.kernel_size**3
+            n, m = self.num_voxels, self.num_pairs
+            dev = self.pair_in.device
+            rows = torch.arange(n, device=dev)
+            off = torch.tensor([i for i in range(k) if i != k // 2], dtype=torch.long, device=dev)
+            pair_off = torch.repeat_interleave(off, self.pair_bounds[1:] - self.pair_bounds[:-1])
+            # acc position p of column j holds the pair of output row p - acc_bounds[j]
+            col_len = self.acc_bounds[1:] - self.acc_bounds[:-1]
+            col = torch.repeat_interleave(torch.arange(len(col_len), device=dev), col_len)
+            out_row = torch.arange(m, device=dev) - self.acc_bounds.index_select(0, col)
+            counts = torch.bincount(out_row, minlength=n) + 1
+            starts = torch.cumsum(counts, 0) - counts
+            flat = torch.empty(n + m, dtype=torch.long, device=dev)
+            pair = self.acc_idx
+            flat[starts.index_select(0, out_row) + 1 + col] = self.pair_in.index_select(0, pair) * k + pair_off[pair]
+            if self.row_rank is not None:  # bags in level order, like the output
+                counts = counts.index_select(0, self.row_rank)
+                order = torch.repeat_interleave(starts.index_select(0, self.row_rank), counts)
+                new_starts = torch.cumsum(counts, 0) - counts
+                order += torch.arange(n + m, device=dev) - torch.repeat_interleave(new_starts, counts)
+                flat, starts = flat.index_select(0, order), new_starts
+            flat[starts] = rows * k + k // 2
+            self._cache["bag"] = (flat, starts)
+        return self._cache["bag"]
+
 
 @dataclass(eq=False)
 class DownMap:

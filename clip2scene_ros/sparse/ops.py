@@ -62,6 +62,31 @@ def _per_offset(x: Tensor, weights: list[Tensor], segs: list[Tensor], cout: int)
     return ycat
 
 
+# Largest x @ W_cat product (elements) the matmul-first form writes; beyond it the [N, K*C_out]
+# product no longer stays in cache and the per-offset form wins.
+MATMUL_FIRST_MAX_ELEMENTS = 8 << 20
+
+
+def _matmul_first(x: Tensor, weight: Tensor, m: SubmMap) -> bool:
+    """Whether a submanifold layer runs matmul-first: reduced precision on CPU, inference only.
+
+    With native bf16 (AMX) one [N, C_in] x [C_in, K*C_out] matmul over every offset costs less
+    than 26 small per-offset matmuls, although it computes products no neighbour uses; fp32 has
+    no such margin (it was 2-10x slower in every layer measured), so it stays per offset.
+    """
+    if x.dtype != torch.bfloat16 or x.device.type != "cpu" or torch.is_grad_enabled():
+        return False
+    return x.shape[0] * weight.shape[0] * weight.shape[2] <= MATMUL_FIRST_MAX_ELEMENTS
+
+
+def _subm_matmul_first(x: Tensor, w: Tensor, m: SubmMap) -> Tensor:
+    """``out[o] = sum over (i, k) of (x @ W_cat)[i, k]``: one matmul, then one gather-sum per row."""
+    k, cin, cout = w.shape
+    y = torch.mm(x, w.permute(1, 0, 2).reshape(cin, k * cout)).view(-1, cout)
+    flat, starts = m.bag()
+    return nn.functional.embedding_bag(flat, y, starts, mode="sum")
+
+
 def _with_zero_row(x: Tensor) -> Tensor:
     return torch.cat([x, x.new_zeros((1, x.shape[1]))], 0)
 
@@ -106,6 +131,9 @@ def subm_conv(
     c = k // 2
     w = weight.to(x.dtype)
     acc_t = _acc_dtype(x)
+    if not is_tracing() and _matmul_first(x, weight, m):
+        out = _subm_matmul_first(x, w, m).to(acc_t)
+        return _finish(out, bias, relu, out_dtype)
     out = (x @ w[c]).to(acc_t)
     weights = [w[i] for i in range(k) if i != c]
     ycat = _per_offset(x, weights, m.pair_segments(), cout)

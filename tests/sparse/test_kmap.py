@@ -108,3 +108,41 @@ def test_maps_move_between_devices_unchanged():
     maps = build_kernel_maps(_random_coords(seed=5), 3)
     moved = maps.to("cpu")
     assert moved is not maps and all(torch.equal(a, b) for a, b in zip(maps.flat_tensors(), moved.flat_tensors()))
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_bags_list_every_term_of_every_row(k):
+    """The matmul-first layout: per level row, its centre then its neighbours as ``in * K + offset``
+    (a second kernel size has its own row order, mapped back to the level's)."""
+    coords = _random_coords(seed=3)
+    maps = build_kernel_maps(coords, num_levels=1, kernel_sizes=(3, 5))
+    level = maps.coords[0]
+    brute = _brute_pairs(level, k)
+    flat, starts = maps.subm_map(0, k).bag()
+    ends = torch.cat([starts[1:], torch.tensor([len(flat)])])
+    got = {}
+    for o in range(len(level)):
+        terms = flat[starts[o] : ends[o]].tolist()
+        assert terms[0] == o * k**3 + k**3 // 2
+        for t in terms:
+            got[(o, t % k**3)] = t // k**3
+    assert got == brute
+
+
+def test_matmul_first_bf16_equals_per_offset():
+    """The bf16 inference form (one matmul over all offsets + a gather-sum) against fp32."""
+    from clip2scene_ros.sparse import ops
+
+    coords = _random_coords(seed=4)
+    maps = build_kernel_maps(coords, num_levels=1, kernel_sizes=(3, 5))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(len(coords), 16, generator=g)
+    for k in (3, 5):
+        w = torch.randn(k**3, 16, 8, generator=g) / 8
+        m = maps.subm_map(0, k)
+        with torch.no_grad():
+            ref = ops.subm_conv(x.bfloat16().float(), w.bfloat16().float(), None, m)
+            assert ops._matmul_first(x.bfloat16(), w, m)
+            got = ops.subm_conv(x.bfloat16(), w.bfloat16(), None, m, acc_out=True)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, ref, rtol=0.02, atol=0.02)
