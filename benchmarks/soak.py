@@ -227,21 +227,27 @@ def main(argv: list[str] | None = None) -> int:
     bad = bad_inputs(header_for, lambda: frames[next(counter) % len(frames)])
     bad_names = itertools.cycle(list(bad))
 
+    stats_lock = threading.Lock()
+
     def ask(text: str, threshold: float = 0.0) -> None:
-        stats["queries"] += 1
+        with stats_lock:
+            stats["queries"] += 1
         res = client.query(text, threshold)
-        if res is None:
-            stats["query_errors"] += 1
-        elif res.success:
-            stats["answered"] += 1
-        else:
-            stats["refused"] += 1
+        key = "query_errors" if res is None else "answered" if res.success else "refused"
+        with stats_lock:
+            stats[key] += 1
+
+    askers: list[threading.Thread] = []
 
     def query_loop() -> None:
+        # each phrase is sent on time, whether or not earlier answers have come back
         words = phrases()
         nxt = time.monotonic()
         while not stop.is_set():
-            ask(next(words))
+            t = threading.Thread(target=ask, args=(next(words),), daemon=True)
+            t.start()
+            askers.append(t)
+            askers[:] = [a for a in askers if a.is_alive()]
             nxt += args.phrase_period
             stop.wait(max(0.0, nxt - time.monotonic()))
 
@@ -288,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(max(0.0, min(next_frame, next_bad, next_rss) - time.monotonic()))
     finally:
         stop.set()
-        qthread.join(35)
+        qthread.join(5)
+        for t in list(askers):
+            t.join(35)  # a query still unanswered after its timeout counts as an error
         time.sleep(2.0)  # the last outputs
         frames_out = client.frames_out
         client.close()
