@@ -1,8 +1,9 @@
 """Which points answer a text query, and how they are grouped and coloured. ROS-free.
 
-The segmenter gives one similarity per point; a query answer keeps either the ``top_k`` best
-segmented points or those above a threshold, best first, capped at ``max_results``, and may group
-them into instances (centroid + box size) for a robot to act on.
+The segmenter gives one score per point (the calibrated relevance of ``inference.relevance``); a
+query answer keeps either the ``top_k`` best segmented points or those above a threshold, best
+first, capped at ``max_results``, and may group them into instances (centroid + box size) for a
+robot to act on.
 """
 
 from __future__ import annotations
@@ -18,19 +19,20 @@ from .segmenter import group_instances
 @dataclass
 class QuerySelection:
     indices: np.ndarray  # int64 [M]: matching point indices, best first
-    scores: np.ndarray  # float32 [M]: their similarities
+    scores: np.ndarray  # float32 [M]: their scores
     rule: str  # how they were chosen, for the answer message
     truncated: bool  # more matched than max_results
-    best: float | None  # best similarity over the segmented points (None: nothing segmented)
+    best: float | None  # best score over the segmented points (None: nothing segmented)
     centroids: list[np.ndarray] = field(default_factory=list)  # per instance [3]
     sizes: list[np.ndarray] = field(default_factory=list)  # per instance box size [3]
+    score_name: str = "similarity"
 
     def describe(self, text: str, num_points: int, instances: bool) -> str:
         return (
             f"'{text}': {len(self.indices)} of {num_points} points ({self.rule})"
             + (f", truncated to query.max_results={len(self.indices)}" if self.truncated else "")
             + (f", {len(self.centroids)} instances" if instances else "")
-            + (f"; best similarity {self.best:.3f}" if self.best is not None else "")
+            + (f"; best {self.score_name} {self.best:.3f}" if self.best is not None else "")
         )
 
 
@@ -40,6 +42,7 @@ def select_matches(
     threshold: float = 0.0,
     top_k: int = 0,
     max_results: int = 100_000,
+    score_name: str = "similarity",
 ) -> QuerySelection:
     """Points of ``sim`` [P] among the ``segmented`` indices: the ``top_k`` best (when > 0), else
     those with similarity >= ``threshold``; sorted best first and capped at ``max_results``."""
@@ -54,12 +57,12 @@ def select_matches(
         rule = f"top {top_k}"
     else:
         idx = np.flatnonzero(processed & (sim >= threshold))
-        rule = f"similarity >= {threshold:.3f}"
+        rule = f"{score_name} >= {threshold:.3f}"
     idx = idx[np.argsort(-sim[idx], kind="stable")]
     truncated = len(idx) > max_results
     idx = idx[:max_results]
     best = float(sim[processed].max()) if processed.any() else None
-    return QuerySelection(idx, sim[idx].astype(np.float32), rule, truncated, best)
+    return QuerySelection(idx, sim[idx].astype(np.float32), rule, truncated, best, score_name=score_name)
 
 
 def add_instances(selection: QuerySelection, xyz: np.ndarray, radius: float, min_points: int) -> QuerySelection:

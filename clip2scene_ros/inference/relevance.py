@@ -28,6 +28,12 @@ DEFAULT_TEMPERATURE = 0.01  # CLIP's logit scale of 100; only the spread of scor
 SYNONYM_MARGIN = 0.02
 
 
+def answer_threshold(threshold: float, top_k: int) -> float:
+    """The relevance threshold of a query request: a request that sets neither a threshold nor a
+    top-k gets the calibrated default answer (relevance >= 0.5)."""
+    return DEFAULT_THRESHOLD if threshold == 0 and top_k <= 0 else float(threshold)
+
+
 @dataclass(frozen=True)
 class Canonicals:
     """Competing phrases of one vocabulary, encoded once per vocabulary change."""

@@ -402,7 +402,7 @@ class Segmenter:
             valid &= in_range
         # Voxel keys hold a bounded coordinate range: one point beyond it would fail the whole frame.
         num_unhashable = 0
-        limit = self._hash_limit_m()
+        limit = self.hash_limit_m()
         if limit is not None and (self.range_max <= 0 or self.range_max > limit):
             with np.errstate(invalid="ignore"):
                 hashable = (np.abs(x) <= limit) & (np.abs(y) <= limit) & (np.abs(z) <= limit)
@@ -491,7 +491,7 @@ class Segmenter:
             int(np.count_nonzero(rows < 0)) if rows is not None else 0,
         )
 
-    def _hash_limit_m(self) -> float | None:
+    def hash_limit_m(self) -> float | None:
         """Largest |coordinate| in metres the voxel keys can hold, with a margin for the padding and
         neighbour offsets of every level; None when the backend has no voxel size."""
         config = getattr(self.backend, "config", None)

@@ -29,10 +29,12 @@ def stamp_ns(header: Any) -> int:
 
 class CameraRig:
     def __init__(
-        self, cameras: list[str], tolerance_s: float, extrinsics: Mapping[str, np.ndarray], warn: Warn
-    ) -> None:
+        self, cameras: list[str], tolerance_s: float, extrinsics: Mapping[str, np.ndarray], warn: Warn,
+        buffer_bytes: int = 0,
+    ) -> None:  # fmt: skip
         self.cameras = list(cameras)
-        self.sync = LidarMasterSync(cameras, tolerance_s)
+        # buffer_bytes 0: fusion is off, so images are checked and counted but never held
+        self.sync = LidarMasterSync(cameras, tolerance_s, max_bytes=buffer_bytes, buffer=buffer_bytes > 0)
         self.extrinsics = dict(extrinsics)  # camera -> lidar_from_camera 4x4; wins over /tf_static
         self.tf = StaticTransformTree()
         self._infos: dict[str, CameraInfo] = {}

@@ -185,6 +185,11 @@ def segmenter_config(p: Mapping[str, Any]):  # noqa: ANN201 - SegmenterConfig (i
         fusion_weight=p["fusion_weight"],
         voxel_size=p["voxel_size"],
         threads=p["num_threads"],
+        text_cache_dir=p["query.text_cache_dir"],
+        text_cache_entries=p["query.text_cache_entries"],
+        text_cache_disk_mb=p["query.text_cache_disk_mb"],
+        new_phrases_per_s=p["query.new_phrases_per_s"],
+        new_phrases_burst=p["query.new_phrases_burst"],
     )
 
 

@@ -96,6 +96,8 @@ class PipelineMonitor:
         self.failures = 0
         self._failures_reported = 0
         self.last_fusion = (0, 0)  # (camera images, points) fused into the last frame
+        # points given label 0 since start, by reason (shown in /diagnostics)
+        self.points_dropped = {"invalid": 0, "out_of_range": 0, "beyond_hash_range": 0, "over_engine_profile": 0}
 
     def record_frame(
         self, marks: Sequence[tuple[str, float]], model_ms: dict[str, float], latency_ms: float, age_ms: float,
@@ -158,6 +160,7 @@ class PipelineMonitor:
             "warnings": str(warnings.count),
             "last_warning": warnings.last,
         }
+        kv.update({f"points_dropped.{why}": str(n) for why, n in self.points_dropped.items()})
         kv.update({f"camera_rate_hz.{cam}": f"{m.rate(now):.2f}" for cam, m in self.cam_rates.items()})
         return level, problems, kv
 

@@ -27,16 +27,19 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
 
 from clip2scene_interfaces.srv import QueryText
 from clip2scene_ros.inference import query_selection
 from clip2scene_ros.inference.query_selection import add_instances, highlight_colors, select_matches
+from clip2scene_ros.inference.relevance import QueryRateLimited, answer_threshold
 from clip2scene_ros.inference.segmenter import Segmenter, SegmentResult, palette
 from clip2scene_ros.nodes import conversions as conv
 from clip2scene_ros.nodes import parameters as params
 from clip2scene_ros.nodes.cameras import CameraRig, stamp_ns
 from clip2scene_ros.nodes.frame_queue import FrameQueue
 from clip2scene_ros.nodes.pipeline_stats import PipelineMonitor, WarningLog
+from clip2scene_ros.nodes.query_markers import query_markers
 
 try:  # a ROS install, or the TFMessage-only subset scripts/setup.sh builds into the venv
     from tf2_msgs.msg import TFMessage
@@ -82,7 +85,6 @@ class SegmentNode(Node):
         self._lock = threading.Lock()
         self._last: tuple[Any, np.ndarray, SegmentResult] | None = None  # header, xyz, result
         self._queue = FrameQueue(int(self.p["queue_size"]))
-        self._pending_vocab: Any = None
         self._last_stamp_ns: int | None = None
         self._monitor = PipelineMonitor(self.p["cameras"])
         self._started = time.monotonic()
@@ -92,12 +94,14 @@ class SegmentNode(Node):
         out_qos = params.qos(self.p["output_qos.reliability"], 5)
         self.pub_labels = self.create_publisher(PointCloud2, self.p["output_topic"], out_qos)
         self.pub_query = self.create_publisher(PointCloud2, self.p["query_result_topic"], out_qos)
+        self.pub_markers = self.create_publisher(MarkerArray, self.p["query_markers_topic"], out_qos)
         self.pub_legend = self.create_publisher(String, self.p["legend_topic"], params.qos("reliable", 1, latched=True))
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._publish_legend()
 
         warn = lambda m: self._warn(m, throttle=True)  # noqa: E731
-        self.cameras = CameraRig(self.p["cameras"], self.p["sync.tolerance"], extrinsics, warn)
+        buffer_bytes = int(self.p["camera_buffer_mb"] * 2**20) if self.p["fusion"] else 0
+        self.cameras = CameraRig(self.p["cameras"], self.p["sync.tolerance"], extrinsics, warn, buffer_bytes)
         self._subscribe(params.qos(self.p["qos.reliability"], int(self.p["qos.depth"])), sensor_group)
         self.create_service(QueryText, self.p["query_service"], self._on_query, callback_group=service_group)
         self.create_timer(self.p["diagnostics_period"], self._on_diagnostics, callback_group=timer_group)
@@ -120,7 +124,20 @@ class SegmentNode(Node):
         if update.error:
             return SetParametersResult(successful=False, reason=update.error)
         if update.vocabulary is not None:
-            self._pending_vocab = update.vocabulary  # re-encoded once, by the worker
+            # Encoded here, off the inference thread, and swapped in as one object: a frame in flight
+            # finishes with the vocabulary it started with, the next one uses the new one.
+            t0 = time.perf_counter()
+            try:
+                changed = self.segmenter.set_vocabulary(update.vocabulary)
+            except Exception as e:  # an encoder failure refuses the change, the old vocabulary stays
+                return SetParametersResult(successful=False, reason=f"vocabulary: {type(e).__name__}: {e}")
+            if changed:
+                vocab = update.vocabulary
+                self.get_logger().info(
+                    f"vocabulary '{vocab.name}' ({len(vocab.classes)} classes) encoded in "
+                    f"{(time.perf_counter() - t0) * 1e3:.0f} ms"
+                )
+                self._publish_legend()
         for cam, m in update.extrinsics.items():
             self.cameras.set_extrinsic(cam, m)
         self.p.update(update.values)
@@ -198,15 +215,6 @@ class SegmentNode(Node):
     def _work(self) -> None:
         while self._running:
             try:
-                if self._pending_vocab is not None:
-                    vocab, self._pending_vocab = self._pending_vocab, None
-                    t0 = time.perf_counter()
-                    if self.segmenter.set_vocabulary(vocab):
-                        self.get_logger().info(
-                            f"vocabulary '{vocab.name}' ({len(vocab.classes)} classes) encoded in "
-                            f"{(time.perf_counter() - t0) * 1e3:.0f} ms"
-                        )
-                        self._publish_legend()
                 frame = self._queue.get(timeout=0.2)
                 if frame is not None:
                     self.process(frame)
@@ -256,6 +264,23 @@ class SegmentNode(Node):
                 f"{result.num_invalid} of {result.num_points} points have NaN/Inf coordinates; they get label 0",
                 throttle=True,
             )
+        dropped = self._monitor.points_dropped
+        dropped["invalid"] += result.num_invalid
+        dropped["out_of_range"] += result.num_out_of_range
+        dropped["beyond_hash_range"] += result.num_unhashable
+        dropped["over_engine_profile"] += result.num_over_capacity
+        if result.num_unhashable:
+            self._warn(
+                f"{result.num_unhashable} of {result.num_points} points lie beyond the voxel hash range "
+                f"(|coordinate| > {self.segmenter.hash_limit_m():.0f} m); they get label 0 (set range_max)",
+                throttle=True,
+            )
+        if result.num_over_capacity:
+            self._warn(
+                f"{result.num_over_capacity} of {result.num_points} points fell in voxels beyond the inference "
+                "engine's profile; they get label 0 (widen the engine profile or lower max_points)",
+                throttle=True,
+            )
         out = conv.labelled_cloud(msg, result.labels, result.scores, self._packed_palette[result.labels])
         t_post = time.perf_counter()
         self.pub_labels.publish(out)
@@ -280,7 +305,10 @@ class SegmentNode(Node):
 
     def _publish_legend(self) -> None:
         vocab = self.segmenter.vocabulary
-        self._palette = palette(int(self.segmenter.label_ids.max()) if len(vocab.classes) else 0)
+        # grow-only (a colour depends only on its id): a frame labelled with the previous vocabulary
+        # may still be turned into a cloud after the switch
+        n = int(self.segmenter.label_ids.max()) if len(vocab.classes) else 0
+        self._palette = palette(max(n, len(getattr(self, "_palette", ())) - 1))
         self._packed_palette = conv.pack_rgb(self._palette)  # label -> packed rgb in one gather
         self.pub_legend.publish(String(data=conv.legend_json(vocab, self._palette)))
 
@@ -298,13 +326,19 @@ class SegmentNode(Node):
         res.header = header
         try:
             t0 = time.perf_counter()
-            sim = self.segmenter.query(text, result)
+            sim = self.segmenter.relevance(text, result)
+        except QueryRateLimited as e:
+            res.message = str(e)
+            return res
         except Exception as e:
             res.message = f"query failed: {type(e).__name__}: {e}"
             return res
-        sel = select_matches(sim, result.indices, req.threshold, int(req.top_k), int(self.p["query.max_results"]))
+        threshold = answer_threshold(req.threshold, int(req.top_k))
+        sel = select_matches(sim, result.indices, threshold, int(req.top_k), int(self.p["query.max_results"]),
+                             score_name="relevance")  # fmt: skip
         if self.p["query.instances"]:
             add_instances(sel, xyz, self.p["query.cluster_radius"], self.p["query.min_cluster_points"])
+        self.pub_markers.publish(query_markers(header, text, sel.centroids, sel.sizes))
         res.indices = sel.indices.astype(np.uint32).tolist()
         res.scores = sel.scores.tolist()
         res.instance_centroids = [Point(x=float(c[0]), y=float(c[1]), z=float(c[2])) for c in sel.centroids]

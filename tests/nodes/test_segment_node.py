@@ -381,3 +381,97 @@ def test_bad_input_warns_and_node_keeps_serving(node, frames, case):
     _assert_same_points(inp, out)
     assert client.query("road", top_k=3).success
     assert proc.proc.poll() is None
+
+
+# ---- calibrated queries, markers, hostile clouds, vocabulary switches under load ---------------
+
+
+def test_default_query_answer_is_calibrated_with_markers(node, frames):
+    from support.node_harness import wait_until
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    client = node["client"]
+    got: list = []
+    sub = client.node.create_subscription(MarkerArray, f"{node['ns']}/segment_node/query_markers", got.append, 10)
+    try:
+        _roundtrip(node, frames)
+        res = client.query("road")  # neither threshold nor top_k: relevance >= 0.5
+        assert res.success and "relevance >= 0.500" in res.message, res.message
+        assert len(res.indices) > 0 and min(res.scores) >= 0.5 and max(res.scores) <= 1.0
+        markers = wait_until(lambda: got, 10.0)[-1].markers
+        assert markers[0].action == Marker.DELETEALL
+        assert sum(m.type == Marker.CUBE for m in markers) == len(res.instance_centroids)
+        for phrase in ("a person walking", "a lamp post", "a parked vehicle"):  # paraphrases: same path
+            assert client.query(phrase).success
+    finally:
+        client.node.destroy_subscription(sub)
+
+
+def test_far_and_big_endian_clouds_keep_their_frame(node, frames):
+    from sensor_msgs.msg import PointCloud2, PointField
+    from support.node_harness import make_header, wait_until
+
+    from clip2scene_ros.nodes import conversions as conv
+
+    client = node["client"]
+    t, f = frames.next()
+    pts = f.points.copy()
+    pts[::100, :2] = 1e7  # far beyond range_max and the voxel hash range
+    client.publish_points(pts, t)
+    out = conv.cloud_to_array(client.wait_output(t, 30.0))
+    far = np.zeros(len(pts), bool)
+    far[::100] = True
+    assert (out["label"][far] == 0).all() and (out["label"][~far & np.isfinite(pts[:, 0])] > 0).mean() > 0.99
+
+    def dropped():
+        kv = client.latest_diagnostics(node["ns"])
+        return kv is not None and int(kv.get("points_dropped.out_of_range", 0)) >= far.sum()
+
+    wait_until(dropped, 10.0)
+
+    t, f = frames.next()
+    arr = np.zeros(len(f.points), dtype=[("x", ">f4"), ("y", ">f4"), ("z", ">f4"), ("intensity", ">f4")])
+    for i, n in enumerate(arr.dtype.names):
+        arr[n] = f.points[:, i]
+    msg = PointCloud2(header=make_header(t, "lidar_top"), height=1, width=len(arr), is_bigendian=True, point_step=16)
+    msg.row_step = 16 * len(arr)
+    msg.fields = [PointField(name=n, offset=4 * i, datatype=7, count=1) for i, n in enumerate(arr.dtype.names)]
+    msg.data = arr.tobytes()
+    client.pub_cloud.publish(msg)
+    out = client.wait_output(t, 30.0)
+    got = conv.cloud_to_array(out)
+    assert not out.is_bigendian and len(got) == len(arr) and (got["label"] > 0).mean() > 0.99
+    np.testing.assert_array_equal(got["x"], arr["x"])
+
+
+def test_vocabulary_switches_during_inference_are_never_lost(node, frames):
+    """Back-to-back vocabulary changes while frames stream: the last one is what the node uses."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    from support.node_harness import wait_until
+
+    client = node["client"]
+    srv = client.node.create_client(SetParameters, f"{node['ns']}/segment_node/set_parameters")
+
+    def set_vocab(classes: list[str]):
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=classes)
+        return srv.call_async(SetParameters.Request(parameters=[Parameter(name="vocabulary_classes", value=value)]))
+
+    try:
+        assert srv.wait_for_service(timeout_sec=10)
+        stamps = [_send(client, frames)[0] for _ in range(3)]  # inference busy while the changes land
+        futures = [set_vocab(["car", "tree", "road"]), set_vocab(["road", "building"])]
+        for fut in futures:
+            wait_until(fut.done, 20.0)
+            assert fut.result().results[0].successful
+        wait_until(lambda: all(s in client.outputs for s in stamps), 60.0)
+        wait_until(lambda: [c["name"] for c in client.legends[-1]["classes"]] == ["road", "building"], 15.0)
+        _, out, _ = _roundtrip(node, frames, timeout=30.0)
+        from clip2scene_ros.nodes import conversions as conv
+
+        assert set(np.unique(conv.cloud_to_array(out)["label"]).tolist()) <= {0, 1, 2}
+    finally:
+        fut = set_vocab([])
+        wait_until(fut.done, 20.0)
+        wait_until(lambda: len(client.legends[-1]["classes"]) == 15, 15.0)
+        client.node.destroy_client(srv)
