@@ -83,13 +83,12 @@ class SyntheticDataset(PointCloudDataset):
         frames = {}
         # One world for the whole drive: a world built for a shorter duration is a different street.
         world = build_world(self.config, seed, duration_s=n / self.config.frame_rate_hz)
-        it = generate_sequence(self.config, seed, n, cameras=False, world=world)
-        # Cameras only on key frames: render those separately (frames are independent in time).
+        # Only the frames used (frames are independent in time): sweeps LiDAR-only, key frames with
+        # their cameras.
         needed = {k for s, k in self.index if s == seed}
         needed_sweeps = {k - j * self.sweep_stride for k in needed for j in range(self.num_sweeps)}
-        for f in it:
-            if f.index in needed_sweeps and f.index not in needed:
-                frames[f.index] = f
+        for k in sorted(needed_sweeps - needed):
+            frames[k] = next(iter(generate_sequence(self.config, seed, 1, cameras=False, start_frame=k, world=world)))
         for k in sorted(needed):
             frames[k] = next(
                 iter(generate_sequence(self.config, seed, 1, cameras=self.render_cameras, start_frame=k, world=world))

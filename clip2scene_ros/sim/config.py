@@ -168,6 +168,10 @@ class SceneConfig:
     cones: float = 8.0
     barriers: float = 6.0
     world_yaw: bool = True  # rotate the road randomly in the world frame (ego poses are not trivial)
+    # Street variety per seed (off keeps the classic street): 1..lanes_per_direction lanes, open
+    # sides without buildings (fields, highway verges) with wide terrain, building setbacks up to
+    # 12 m, hedges (vegetation with volume) along the plots, terrain widths up to 3x the range.
+    variety: bool = False
 
     def validate(self) -> None:
         if self.duration_s <= 0:

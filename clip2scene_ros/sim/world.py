@@ -224,6 +224,7 @@ class _Builder:
         self.agents: list[tuple[Agent, M.MeshSet]] = []
         self._next_instance = 1
         self._rows: dict[str, list[tuple[float, float]]] = {}
+        self.open_side = {-1: False, 1: False}  # sides without buildings (scene.variety)
 
     def instance(self) -> int:
         self._next_instance += 1
@@ -377,6 +378,14 @@ class _Builder:
     def build(self, duration_s: float) -> World:
         rng, sc = self.rng, self.sc
         lw, lanes = sc.lane_width_m, sc.lanes_per_direction
+        open_side = {-1: False, 1: False}
+        if sc.variety:
+            lanes = int(rng.integers(1, lanes + 1))
+            lw = lw * rng.uniform(0.85, 1.1)
+            highway = rng.random() < 0.3
+            for side in (-1, 1):
+                open_side[side] = rng.random() < (0.8 if highway else 0.25)
+        self.open_side = open_side
         half = lanes * lw + sc.parking_width_m
         ego_speed = rng.uniform(*sc.ego_speed_mps)
         ego_lane = int(rng.integers(lanes))
@@ -388,6 +397,10 @@ class _Builder:
         for side in (-1, 1):
             sw = rng.uniform(*sc.sidewalk_width_m)
             tw = rng.uniform(*sc.terrain_width_m)
+            if sc.variety:
+                tw *= rng.uniform(1.0, 3.0) if open_side[side] else rng.uniform(0.5, 1.5)
+                if open_side[side] and rng.random() < 0.5:
+                    sw = rng.uniform(0.0, 1.0)  # a verge: little or no pavement
             sides[side] = (sw, tw)
 
         # ground, road, sidewalks, terrain strips
@@ -484,15 +497,20 @@ class _Builder:
 
     def _buildings(self, xa: float, xb: float, half: float, sides: dict) -> None:
         rng = self.rng
+        variety = self.sc.variety
         for side in (-1, 1):
             sw, tw = sides[side]
-            x = xa - 30
             y_front = half + sw + tw
+            if variety and rng.random() < 0.5:
+                self._hedge_row(xa, xb, side * (y_front + rng.uniform(0.2, 1.0)))
+            if self.open_side.get(side):
+                continue
+            x = xa - 30
             while x < xb + 30:
                 bl = rng.uniform(8, 30)
                 depth = rng.uniform(8, 20)
-                h = rng.uniform(4, 28)
-                setback = rng.uniform(0.0, 3.0)
+                h = rng.uniform(4, 28) if not variety else rng.uniform(3, 18)
+                setback = rng.uniform(0.0, 3.0) if not variety else rng.uniform(0.0, 12.0)
                 col = _hsv(rng, (0, 1), (0.02, 0.45), (0.4, 0.88))
                 win = _hsv(rng, (0.5, 0.7), (0.05, 0.4), (0.08, 0.3))
                 mat = M.Material(
@@ -509,6 +527,29 @@ class _Builder:
                 y0, y1 = sorted((side * (y_front + setback), side * (y_front + setback + depth)))
                 self.static.add(*M.box(x, x + bl, y0, y1, -0.1, h), mat)
                 x += bl + (rng.uniform(1, 8) if rng.random() < 0.4 else 0.0)
+
+    def _hedge_row(self, xa: float, xb: float, y: float) -> None:
+        """Hedges along a plot boundary: boxes of foliage 0.6-2.2 m high with gaps (vegetation)."""
+        rng = self.rng
+        x = xa - 20
+        while x < xb + 20:
+            seg = rng.uniform(4, 25)
+            if rng.random() < 0.75:
+                h, w = rng.uniform(0.6, 2.2), rng.uniform(0.5, 1.5)
+                mat = M.Material(
+                    C.VEGETATION,
+                    0,
+                    _hsv(rng, (0.2, 0.42), (0.4, 0.9), (0.1, 0.4)),
+                    _hsv(rng, (0.15, 0.35), (0.3, 0.8), (0.25, 0.55)),
+                    M.P_FOLIAGE,
+                    rng.uniform(3.0, 8.0),
+                    reflect1=0.4,
+                    reflect2=0.3,
+                )
+                y0, y1 = sorted((y, y + np.sign(y) * w))
+                for sx in np.arange(x, x + seg, 10.0):  # short boxes keep the BVH fast
+                    self.static.add(*M.box(sx, min(sx + 10.0, x + seg), y0, y1, -0.05, h), mat)
+            x += seg + rng.uniform(0.5, 6.0)
 
     def _tree(self, x: float, y: float) -> None:
         rng = self.rng
