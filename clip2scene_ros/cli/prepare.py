@@ -1,4 +1,9 @@
-"""``clip2scene prepare``: data-preparation steps for datasets whose raw layout the loaders cannot read."""
+"""``clip2scene prepare``: data-preparation steps before training.
+
+``prepare targets --config CFG`` runs the teacher once over a pre-training dataset and caches the
+targets (imports the training package lazily); ``prepare scannet ROOT`` extracts ScanNet's .sens
+recordings into frames the loader reads.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,38 @@ import json
 import logging
 from pathlib import Path
 
-HELP = "prepare a dataset for training (ScanNet: extract posed colour/depth frames from .sens recordings)"
+HELP = "prepare training data: teacher targets for pre-training (targets), ScanNet frames from .sens (scannet)"
 LOG = logging.getLogger("clip2scene.prepare")
 
 
+TARGETS_MODULE = "clip2scene_training.prepare_targets"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", choices=["scannet"], help="which dataset (nuScenes and SemanticKITTI need none)")
-    parser.add_argument("root", help="dataset root (ScanNet: holds scans/<scene>/<scene>.sens)")
+    parser.add_argument(
+        "dataset", choices=["targets", "scannet"],
+        help="targets: cache the teacher's pre-training targets (--config CFG); scannet: extract .sens recordings",
+    )  # fmt: skip
+    parser.add_argument("root", nargs="?", help="dataset root (ScanNet: holds scans/<scene>/<scene>.sens)")
+    parser.add_argument("--config", help="targets: the pre-training YAML (file or shipped name)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="targets: override a key")
+    parser.add_argument("--workers", type=int, help="targets: worker processes (default: targets.workers)")
+    parser.add_argument("--no-progress", action="store_true", help="targets: no progress bar")
     parser.add_argument("--scenes", nargs="+", help="only these scenes (default: every scene with a .sens file)")
     parser.add_argument("--every", type=int, default=1, help="keep every N-th frame (ScanNet's 25k set uses 100)")
     parser.add_argument("--overwrite", action="store_true", help="re-extract scenes whose frames/ already exist")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dataset == "targets":
+        import importlib
+
+        module = importlib.import_module(TARGETS_MODULE)
+        args.config = args.config or "pretrain_synthetic"
+        return module.run(args)
+    if not args.root:
+        LOG.error("clip2scene prepare scannet ROOT: give the ScanNet root")
+        return 2
     from clip2scene_ros.datasets.scannet_sens import SensFormatError, export_frames
 
     root = Path(args.root)

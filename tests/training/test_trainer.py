@@ -40,6 +40,8 @@ def _pretrain_cfg(out: Path, **kw) -> dict:
         "data": DATA,
         "teacher": TEACHER,
         "optim": {"lr": 0.05},
+        "loader": {"workers": 0},
+        "targets": {"cache_dir": None},  # the teacher runs for every sample (no cache)
     }
     cfg.update(kw)
     return cfg
@@ -106,13 +108,21 @@ def test_pretrain_run_outputs(reference):
     assert (out / "student" / "model.safetensors").is_file()
     assert (out / "student" / "text_embeddings.safetensors").is_file()
     assert (out / "checkpoints" / "latest").read_text() == "step_0000002"
+    from clip2scene_training.tbevents import read_scalars
+
+    (events,) = (out / "tensorboard").glob("events.out.tfevents.*")
+    logged = {(step, tag): v for step, tag, v in read_scalars(events)}
+    assert logged[(2, "loss")] == pytest.approx(float(rows[1]["loss"]), rel=1e-6)
+    assert (1, "rss_mb") in logged and (1, "samples_per_s") in logged
 
 
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted(reference, tmp_path):
     ref_out, _ = reference
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(_pretrain_cfg(tmp_path / "run")))
+    # through DataLoader workers, the targets written through to a cache by the first (killed) run
+    run_cfg = _pretrain_cfg(tmp_path / "run", loader={"workers": 1}, targets={"cache_dir": str(tmp_path / "cache")})
+    cfg.write_text(yaml.safe_dump(run_cfg))
     killed = _run(["-m", "clip2scene_training.pretrain", "--config", str(cfg)], {"CLIP2SCENE_KILL_AT_STEP": "1"})
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (tmp_path / "run" / "student").exists()
@@ -177,7 +187,8 @@ def test_finetune_text_init_equals_annotation_free_and_probe(reference, tmp_path
 
     probe = load_config(FinetuneConfig, {
         "init": str(ref_out / "student"), "linear_probe": True, "label_fraction": 1.0, "max_steps": 2,
-        "out_dir": str(tmp_path / "probe"), "num_threads": 1, "progress": False, "data": DATA})  # fmt: skip
+        "out_dir": str(tmp_path / "probe"), "num_threads": 1, "progress": False, "data": DATA,
+        "loader": {"workers": 0}})  # fmt: skip
     summary = finetune(probe)
     assert summary["steps"] == 2 and summary["labelled_samples"] == 2
     from safetensors.torch import load_file

@@ -26,6 +26,8 @@ __all__ = [
     "OptimConfig",
     "LoopConfig",
     "RunConfig",
+    "LoaderConfig",
+    "TargetsConfig",
     "TeacherTrainConfig",
     "PretrainConfig",
     "FinetuneConfig",
@@ -168,6 +170,35 @@ class LoopConfig:
 
 
 @dataclass
+class LoaderConfig:
+    """torch DataLoader settings: samples are read, paired and augmented in worker processes."""
+
+    workers: int = 2  # 0: read in the training process
+    prefetch: int = 2  # micro-batches each worker prepares ahead
+    persistent_workers: bool = True
+    pin_memory: str = "auto"  # auto (on with CUDA) | on | off
+
+    def validate(self, where: str) -> None:
+        if self.workers < 0 or self.prefetch < 1:
+            raise ConfigError(f"{where}: workers must be >= 0 and prefetch >= 1")
+        if self.pin_memory not in ("auto", "on", "off"):
+            raise ConfigError(f"{where}.pin_memory={self.pin_memory!r}: use auto, on or off")
+
+
+@dataclass
+class TargetsConfig:
+    """Where the teacher targets live (``clip2scene prepare targets`` fills it ahead of training)."""
+
+    cache_dir: str | None = "runs/target_cache"  # null: run the teacher for every sample, every epoch
+    write_through: bool = True  # samples missing from the cache are computed in the workers and added
+    workers: int = 2  # processes of `clip2scene prepare targets`
+
+    def validate(self, where: str) -> None:
+        if self.workers < 0:
+            raise ConfigError(f"{where}.workers must be >= 0")
+
+
+@dataclass
 class RunConfig(LoopConfig):
     """What the 3D stages share besides the loop: the student model and its input."""
 
@@ -176,6 +207,7 @@ class RunConfig(LoopConfig):
     voxel_size: float | None = None  # None: the model config's
     augment: bool = True  # random z-rotation and x/y flips (independently per sweep)
     augmentation: dict = field(default_factory=dict)  # augment.AugmentConfig keys (when augment is on)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
 
 
 @dataclass
@@ -184,10 +216,13 @@ class PretrainConfig(RunConfig):
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
 
     def validate(self) -> PretrainConfig:
         self.validate_run("pretrain")
         self.data.validate("data")
+        self.loader.validate("loader")
+        self.targets.validate("targets")
         self.loss.validate("loss")
         self.optim.validate("optim")
         return self
@@ -209,6 +244,7 @@ class FinetuneConfig(RunConfig):
     def validate(self) -> FinetuneConfig:
         self.validate_run("finetune")
         self.data.validate("data")
+        self.loader.validate("loader")
         self.optim.validate("optim")
         if not 0 < self.label_fraction <= 1:
             raise ConfigError(f"label_fraction={self.label_fraction}: use a fraction in (0, 1], e.g. 0.01 for 1%")

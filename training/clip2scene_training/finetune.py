@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from clip2scene_training.config import FinetuneConfig, config_to_dict, load_config
 from clip2scene_training.losses import lovasz_softmax
 from clip2scene_training.pretrain import StudentForward, lr_schedule
+from clip2scene_training.streaming import FinetuneItems, SkipLog, make_loader, to_device
 from clip2scene_training.trainer import (
     Stage,
     StepBatchSampler,
-    augment_points,
     build_optimizer,
     cleanup_distributed,
     run_loop,
@@ -114,30 +114,17 @@ def train(cfg: FinetuneConfig, resume: str = "auto") -> dict:
     # -- data order, loss ----------------------------------------------------------------------
     sampler = StepBatchSampler(len(subset), cfg.batch_size, cfg.grad_accum, dist_info, cfg.seed, 0, 0)
     total_steps = cfg.max_steps or cfg.epochs * sampler.steps_per_epoch
-    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def get(i: int) -> tuple[np.ndarray, np.ndarray]:
-        if i not in cache:
-            s = full.load(subset[i])  # no pairs needed: labels only
-            if s.labels is None:
-                raise ValueError(f"sample {s.token} has no labels; fine-tuning needs a labelled split")
-            cache[i] = (s.points, s.labels)
-        return cache[i]
+    items = FinetuneItems(full, subset, cfg.seed, cfg.augment)
+    skips = SkipLog()
 
     def batches(start_step: int):
         sampler.start_step, sampler.total_steps = start_step, total_steps
-        for micro in sampler:
-            clouds, labels = [], []
-            for i, epoch in micro:
-                pts, lab = get(i)
-                if cfg.augment:
-                    pts = augment_points(pts, np.random.default_rng([cfg.seed, epoch, i]))
-                clouds.append(torch.from_numpy(np.ascontiguousarray(pts)).to(device))
-                labels.append(torch.from_numpy(lab).to(device) - 1)  # 0..C-1, ignore = -1
-            yield clouds, labels
+        for batch in make_loader(items, sampler, cfg.loader, device):
+            skips.add(batch["skipped"])
+            yield to_device(batch, device)
 
     def loss_fn(outs, batch, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        clouds, labels = batch
+        clouds, labels = batch["clouds"], batch["labels"]
         losses, parts = [], {"loss_ce": 0.0, "loss_lovasz": 0.0, "points": float(sum(len(c) for c in clouds))}
         for o, y in zip(outs, labels, strict=True):
             logits = o["seg"].float()
@@ -156,7 +143,7 @@ def train(cfg: FinetuneConfig, resume: str = "auto") -> dict:
         model=model,
         optimizer=optimizer,
         batches=batches,
-        forward=lambda batch, step: net(batch[0]),
+        forward=lambda batch, step: net(batch["clouds"]),
         loss=loss_fn,
         lr_factor=lr_schedule(cfg.optim),
         fields=("loss_ce", "loss_lovasz"),
@@ -177,6 +164,7 @@ def train(cfg: FinetuneConfig, resume: str = "auto") -> dict:
         "linear_probe": cfg.linear_probe,
         "init": cfg.init,
         "seconds": round(result.seconds, 2),
+        "skipped_samples": skips.summary(),
         "student": str(out_dir / "student"),
     }
     if dist_info.is_main:

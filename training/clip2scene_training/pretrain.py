@@ -24,14 +24,16 @@ import torch.nn.functional as F
 
 from clip2scene_training.config import PretrainConfig, config_to_dict, load_config
 from clip2scene_training.losses import semantic_loss, spatial_temporal_loss
-from clip2scene_training.targets import SampleTargets, compute_targets
+from clip2scene_training.streaming import PretrainItems, SkipLog, make_loader, to_device
+from clip2scene_training.target_cache import TargetCache, cache_key
+from clip2scene_training.targets import SampleTargets
 from clip2scene_training.trainer import (
     Stage,
     StepBatchSampler,
-    augment_points,
     build_optimizer,
     cleanup_distributed,
     learning_rate,
+    rss_mb,
     run_loop,
     seed_everything,
     setup_distributed,
@@ -80,6 +82,17 @@ def sample_loss(
     return loss, {"loss_semantic": float(l_sem.detach()), "loss_spatial_temporal": float(l_st.detach())}
 
 
+def open_target_cache(cfg: PretrainConfig, teacher, text: torch.Tensor) -> TargetCache | None:
+    """The cache holding this teacher's targets for this dataset and pairing (None: no cache)."""
+    if not cfg.targets.cache_dir:
+        return None
+    from clip2scene_ros.teacher.feature_cache import teacher_fingerprint
+
+    dataset_desc = {"kind": cfg.data.kind, "options": cfg.data.options}
+    key, manifest = cache_key(teacher_fingerprint(teacher), text, cfg.data.pairing, dataset_desc)
+    return TargetCache(cfg.targets.cache_dir, key, manifest)
+
+
 def lr_schedule(optim) -> Callable[[int, int], float]:
     """The config's schedule as a multiplier of each parameter group's base lr."""
     return lambda step, total: learning_rate(
@@ -102,16 +115,21 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
 
     dataset = create_dataset(cfg.data.kind, cfg.data.pairing, **cfg.data.options)
     teacher, vocab, text = build_teacher(cfg.teacher, device)
-    # Pairing and the frozen teacher do not depend on the augmentation: prepare each sample once
-    # (its sweeps' points and the teacher targets of their paired points) and reuse it every epoch.
-    prepared: dict[int, tuple[list[np.ndarray], SampleTargets]] = {}
+    cache = open_target_cache(cfg, teacher, text)
+    if cache is not None and dist_info.is_main:
+        done = cache.done(len(dataset))
+        print(f"target cache {cache.dir}: {done}/{len(dataset)} samples ready", file=sys.stderr)
+    # Each item is read from the cache (or computed by the teacher in the worker), augmented and
+    # dropped after its step: nothing grows with the dataset.
+    worker_teacher = teacher
+    if device.startswith("cuda") and (cache is None or cache.done(len(dataset)) < len(dataset)):
+        worker_teacher = build_teacher(cfg.teacher, "cpu")[0]  # CUDA does not survive fork into workers
+    from clip2scene_training.augment import AugmentConfig
 
-    def get_sample(i: int) -> tuple[list[np.ndarray], SampleTargets]:
-        if i not in prepared:
-            s = dataset[i]
-            tg = compute_targets(teacher, text, s, cfg.loss.grid_size, cfg.loss.max_per_grid, seed=cfg.seed + i)
-            prepared[i] = ([sw.points for sw in s.sweeps], tg)
-        return prepared[i]
+    items = PretrainItems(
+        dataset, cache, worker_teacher, text, cfg.loss.grid_size, cfg.loss.max_per_grid, cfg.seed, cfg.augment,
+        cfg.targets.write_through, AugmentConfig.from_dict(cfg.augmentation),
+    )  # fmt: skip
 
     # -- model and optimizer -------------------------------------------------------------------
     overrides = {"embed_dim": teacher.embed_dim, **cfg.model_overrides}
@@ -135,25 +153,16 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
     total_steps = cfg.max_steps or cfg.epochs * sampler.steps_per_epoch
     text_dev = text.to(device)
 
-    from clip2scene_training.augment import AugmentConfig
-
-    aug = AugmentConfig.from_dict(cfg.augmentation)
+    skips = SkipLog()
 
     def batches(start_step: int):
         sampler.start_step, sampler.total_steps = start_step, total_steps
-        for micro in sampler:
-            clouds, samples = [], []
-            for i, epoch in micro:
-                sweeps, tg = get_sample(i)
-                for k, pts in enumerate(sweeps):
-                    if cfg.augment:
-                        pts = augment_points(pts, np.random.default_rng([cfg.seed, epoch, i, k]), aug)
-                    clouds.append(torch.from_numpy(np.ascontiguousarray(pts)).to(device))
-                samples.append((len(sweeps), tg))
-            yield clouds, samples
+        for batch in make_loader(items, sampler, cfg.loader, device):
+            skips.add(batch["skipped"])
+            yield to_device(batch, device)
 
     def loss_fn(outs, batch, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        clouds, samples = batch
+        clouds, samples = batch["clouds"], batch["samples"]
         epoch = sampler.epoch_of(step)
         st_rng = np.random.default_rng([cfg.seed, step, 0x5E1F])  # same draw on every rank
         self_train = bool(
@@ -181,7 +190,7 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
         model=model,
         optimizer=optimizer,
         batches=batches,
-        forward=lambda batch, step: net(batch[0]),
+        forward=lambda batch, step: net(batch["clouds"]),
         loss=loss_fn,
         lr_factor=lr_schedule(cfg.optim),
         fields=("loss_semantic", "loss_spatial_temporal", "self_training"),
@@ -201,8 +210,14 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
         "global_batch": sampler.global_batch,
         "samples": len(dataset),
         "seconds": round(result.seconds, 2),
+        "samples_per_s": round((result.step - result.start_step) * sampler.global_batch / max(result.seconds, 1e-9), 3),
+        "peak_rss_mb": round(rss_mb(), 1),
+        "skipped_samples": skips.summary(),
+        "target_cache": str(cache.dir) if cache is not None else None,
         "student": str(out_dir / "student"),
     }
+    if skips.reasons and dist_info.is_main:
+        print(f"{len(skips.reasons)} unreadable samples skipped: {skips.summary()['samples']}", file=sys.stderr)
     if dist_info.is_main:
         save_student(out_dir / "student", model, text, vocab, cfg, text_space=teacher.model_id)
     cleanup_distributed()

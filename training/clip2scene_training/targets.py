@@ -1,7 +1,8 @@
 """Teacher targets for the paired points: frozen pixel features and pixel pseudo-classes.
 
 The teacher is frozen and pairing does not depend on the point augmentation, so targets are
-computed once per sample and reused every epoch (the per-point analogue of a dense-feature cache).
+computed once per sample (``clip2scene prepare targets`` writes them to an on-disk cache) and
+reused every epoch.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from clip2scene_ros.datasets import Sample
 from clip2scene_ros.geometry import grid_groups
 
-__all__ = ["SweepTargets", "SampleTargets", "compute_targets", "sample_pixels"]
+__all__ = ["SweepTargets", "SampleTargets", "compute_targets", "teacher_targets", "group_targets", "sample_pixels"]
 
 
 @dataclass
@@ -41,10 +42,27 @@ def sample_pixels(maps: torch.Tensor, uv: torch.Tensor, size: tuple[int, int]) -
     return out[0, :, 0].T
 
 
+def group_targets(
+    points: list[np.ndarray], sweeps: list[SweepTargets], grid_size: float, max_per_grid: int, seed: int
+) -> SampleTargets:
+    """Grid cells g_n of Eq. 2-4 over the paired points of all sweeps (cheap: done at load time, so
+    cached targets do not depend on the grid settings)."""
+    merged = np.concatenate([p[t.point_index.numpy(), :3] for p, t in zip(points, sweeps, strict=True)])
+    groups = grid_groups(merged, grid_size, max_per_grid, rng=np.random.default_rng([seed, 7]))
+    return SampleTargets(sweeps, torch.from_numpy(groups))
+
+
 @torch.no_grad()
 def compute_targets(
     teacher, text: torch.Tensor, sample: Sample, grid_size: float = 0.1, max_per_grid: int = 8, seed: int = 0
 ) -> SampleTargets:
+    """Teacher features, pseudo-classes and grid cells for every paired point of ``sample``."""
+    sweeps = teacher_targets(teacher, text, sample)
+    return group_targets([sw.points for sw in sample.sweeps], sweeps, grid_size, max_per_grid, seed)
+
+
+@torch.no_grad()
+def teacher_targets(teacher, text: torch.Tensor, sample: Sample) -> list[SweepTargets]:
     """Teacher features and pseudo-classes for every paired point of every sweep of ``sample``."""
     feats = []
     for cam in sample.cameras:  # per camera: images of one sample may differ in size (KITTI, ScanNet)
@@ -68,6 +86,4 @@ def compute_targets(
                 lg[m] = sample_pixels(logits[ci], uv[m], size).float().cpu()
         score, pseudo = lg.max(1) if n else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
         out.append(SweepTargets(torch.from_numpy(pairs.point_index), F.normalize(pf, dim=-1).half(), pseudo, score))
-    merged = np.concatenate([sw.points[t.point_index.numpy(), :3] for sw, t in zip(sample.sweeps, out, strict=True)])
-    groups = grid_groups(merged, grid_size, max_per_grid, rng=np.random.default_rng([seed, 7]))
-    return SampleTargets(out, torch.from_numpy(groups))
+    return out

@@ -304,8 +304,9 @@ def load_training_checkpoint(path: Path, model, optimizer) -> dict:
 
 # --- metrics --------------------------------------------------------------------------------
 class MetricsLog:
-    """Append rows to ``metrics.csv`` (and TensorBoard when installed). On resume, rows after the
-    checkpoint's step are dropped, so the file never holds a step twice."""
+    """Append rows to ``metrics.csv`` and the same scalars to TensorBoard event files in
+    ``tensorboard/`` beside it. On resume, CSV rows after the checkpoint's step are dropped, so the
+    file never holds a step twice (TensorBoard shows the latest event file's values)."""
 
     def __init__(self, path: Path, fields: list[str], resume_step: int | None = None, enabled: bool = True):
         self.path = Path(path)
@@ -323,12 +324,9 @@ class MetricsLog:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
             w.writerows(rows)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+        from clip2scene_training.tbevents import EventWriter
 
-            self.tb = SummaryWriter(str(self.path.parent / "tensorboard"))
-        except Exception:  # tensorboard is optional
-            self.tb = None
+        self.tb = EventWriter(self.path.parent / "tensorboard")
 
     def log(self, row: dict[str, Any]) -> None:
         if not self.enabled:
@@ -336,9 +334,8 @@ class MetricsLog:
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.fields).writerow({k: row.get(k, "") for k in self.fields})
         if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, row["step"])
+            scalars = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
+            self.tb.add_scalars(scalars, row["step"])
 
     def close(self) -> None:
         if self.tb is not None:
@@ -399,6 +396,7 @@ class Stage:
 @dataclass
 class LoopResult:
     step: int
+    start_step: int
     total_steps: int
     last: dict[str, float]
     seconds: float
@@ -446,7 +444,9 @@ def run_loop(
             scaler.load_state_dict(state["scaler"])
         if time_budget_s and state.get("fitted_total"):
             total_steps, fitted = int(state["fitted_total"]), True
-    fields = ["step", "epoch", "lr", "loss", *stage.fields, *stage.counters, "samples_per_s", "rss_mb", "seconds"]
+    cuda = cfg.device.startswith("cuda")
+    fields = ["step", "epoch", "lr", "loss", *stage.fields, *stage.counters, "samples_per_s", "rss_mb"]
+    fields += ["gpu_mem_mb", "seconds"] if cuda else ["seconds"]
     log = MetricsLog(out_dir / "metrics.csv", fields, resume_step=step if ckpt else None, enabled=dist_info.is_main)
     progress = None
     if cfg.progress and dist_info.is_main:
@@ -460,6 +460,7 @@ def run_loop(
         if amp_dtype is not None
         else contextlib.nullcontext
     )
+    start_step = step
     micro_batches = iter(stage.batches(step))
     stage.model.train(stage.train_mode)
     t_start, budget_t0, last = time.time(), None, {}
@@ -513,6 +514,7 @@ def run_loop(
                     "lr": stage.optimizer.param_groups[-1]["lr"],
                     "samples_per_s": round(stage.samples_per_step / seconds, 3) if seconds > 0 else "",
                     "rss_mb": round(rss_mb(), 1),
+                    **({"gpu_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)} if cuda else {}),
                     "seconds": round(seconds, 3),
                     **{k: round(v, 6) for k, v in last.items()},
                 }
@@ -532,4 +534,4 @@ def run_loop(
     if progress is not None:
         progress.close()
     log.close()
-    return LoopResult(step, total_steps, last, time.time() - t_start, str(ckpt) if ckpt else None)
+    return LoopResult(step, start_step, total_steps, last, time.time() - t_start, str(ckpt) if ckpt else None)
