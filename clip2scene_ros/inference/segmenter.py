@@ -598,34 +598,34 @@ def group_instances(
     from scipy.sparse.csgraph import connected_components
 
     cells = np.floor(xyz / radius).astype(np.int64)
-    uniq, inv = np.unique(cells, axis=0, return_inverse=True)
+    lo = cells.min(axis=0) - 1
+    dims = cells.max(axis=0) - lo + 2  # a free cell on each side: a neighbour key never wraps
+    # one int64 key per cell: a 1-D unique is several times faster than np.unique(axis=0)
+    keys, inv = np.unique(_cell_keys(cells - lo, dims), return_inverse=True)
     inv = inv.reshape(-1)
-    lo = uniq.min(axis=0) - 1
-    dims = uniq.max(axis=0) - lo + 2
-    keys = _cell_keys(uniq - lo, dims)
-    order = np.argsort(keys)
-    sorted_keys = keys[order]
     rows, cols = [], []
     for dx in (-1, 0, 1):
         for dy in (-1, 0, 1):
             for dz in (-1, 0, 1):
                 if (dx, dy, dz) == (0, 0, 0):
                     continue
-                nk = _cell_keys(uniq - lo + (dx, dy, dz), dims)
-                pos = np.clip(np.searchsorted(sorted_keys, nk), 0, len(keys) - 1)
-                hit = sorted_keys[pos] == nk
+                nk = keys + (dx * dims[1] + dy) * dims[2] + dz
+                pos = np.minimum(np.searchsorted(keys, nk), len(keys) - 1)
+                hit = keys[pos] == nk
                 rows.append(np.flatnonzero(hit))
-                cols.append(order[pos[hit]])
+                cols.append(pos[hit])
     r, c = np.concatenate(rows), np.concatenate(cols)
-    graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(len(uniq), len(uniq)))
+    graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(len(keys), len(keys)))
     _, comp = connected_components(graph, directed=False)
     point_comp = comp[inv]
     counts = np.bincount(point_comp)
+    by_comp = np.argsort(point_comp, kind="stable")  # members of each component, contiguous
+    starts = np.concatenate([[0], np.cumsum(counts)])
     out = []
-    for k in np.argsort(-counts):
+    for k in np.argsort(-counts, kind="stable"):
         if counts[k] < min_points or len(out) >= max_instances:
             break
-        members = np.flatnonzero(point_comp == k)
+        members = by_comp[starts[k] : starts[k + 1]]
         p = xyz[members]
         lo_, hi_ = p.min(axis=0), p.max(axis=0)
         out.append(((lo_ + hi_) / 2, hi_ - lo_, members))
@@ -634,6 +634,13 @@ def group_instances(
 
 def _cell_keys(c: np.ndarray, dims: np.ndarray) -> np.ndarray:
     return (c[:, 0] * dims[1] + c[:, 1]) * dims[2] + c[:, 2]
+
+
+def _cell_coords(keys: np.ndarray, dims: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_cell_keys`."""
+    z = keys % dims[2]
+    rest = keys // dims[2]
+    return np.stack([rest // dims[1], rest % dims[1], z], axis=1)
 
 
 def _gather_rows(values: np.ndarray, rows: np.ndarray, fill) -> np.ndarray:
