@@ -85,18 +85,23 @@ class QueryRateLimited(ValueError):
 
 
 class PhraseRateLimiter:
-    """Token bucket over NEW query phrases: repeated phrases are cached and always free, but every new
-    one costs a text-encoder pass and a cache entry, so a peer sending endless distinct phrases is
-    refused (with a message) instead of starving inference of CPU."""
+    """Token buckets over NEW query phrases: repeated phrases are cached and always free, but every new
+    one costs a text-encoder pass (85 prompt templates) and a cache entry. Two limits, each refusing
+    with a message instead of queueing: a count (``per_second``, ``burst``) and a share of wall time
+    the encoder may take (``encode_share``), measured per encoding, so on a loaded CPU, where each
+    encoding takes longer, fewer new phrases are accepted and inference keeps its CPU."""
 
-    def __init__(self, per_second: float, burst: int, clock=None) -> None:  # noqa: ANN001 - a callable
+    def __init__(self, per_second: float, burst: int, encode_share: float = 0.25, clock=None) -> None:  # noqa: ANN001
         import time
 
         if per_second <= 0 or burst < 1:
             raise ValueError(f"phrase rate limit needs per_second > 0 and burst >= 1, got {per_second}, {burst}")
-        self.per_second, self.burst = float(per_second), int(burst)
+        if not 0 < encode_share <= 1:
+            raise ValueError(f"encode_share must be in (0, 1], got {encode_share}")
+        self.per_second, self.burst, self.encode_share = float(per_second), int(burst), float(encode_share)
         self._clock = clock or time.monotonic
         self._tokens = float(burst)
+        self._budget_s = self._budget_cap = 2.0 * self.encode_share  # seconds of encoding in hand
         self._last = self._clock()
         self._lock = threading.Lock()
         self.refused = 0
@@ -105,12 +110,24 @@ class PhraseRateLimiter:
         """Take one token or raise :class:`QueryRateLimited`."""
         with self._lock:
             now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.per_second)
-            self._last = now
+            dt, self._last = now - self._last, now
+            self._tokens = min(self.burst, self._tokens + dt * self.per_second)
+            self._budget_s = min(self._budget_cap, self._budget_s + dt * self.encode_share)
             if self._tokens < 1:
                 self.refused += 1
                 raise QueryRateLimited(
                     f"too many new query phrases: at most {self.per_second:g} per second (burst {self.burst}); "
                     "repeated phrases are not limited, retry shortly"
                 )
+            if self._budget_s <= 0:
+                self.refused += 1
+                raise QueryRateLimited(
+                    f"the text encoder is busy (new phrases may take {self.encode_share:.0%} of the time, and "
+                    "this CPU is loaded); repeated phrases are not limited, retry shortly"
+                )
             self._tokens -= 1
+
+    def spend(self, seconds: float) -> None:
+        """Charge one encoding's wall time to the time budget."""
+        with self._lock:
+            self._budget_s -= max(0.0, seconds)

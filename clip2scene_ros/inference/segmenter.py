@@ -163,6 +163,7 @@ class SegmenterConfig:
     text_cache_disk_mb: float = 16.0  # quota of the on-disk phrase cache; 0 = memory only
     new_phrases_per_s: float = 5.0  # new (uncached) query phrases accepted per second ...
     new_phrases_burst: int = 20  # ... and in a burst
+    text_encode_share: float = 0.25  # share of wall time new-phrase encoding may take
 
     def validate(self) -> None:
         errors = []
@@ -170,6 +171,8 @@ class SegmenterConfig:
             errors.append(f"text_cache_entries must be >= 1, got {self.text_cache_entries}")
         if self.text_cache_disk_mb < 0:
             errors.append(f"text_cache_disk_mb must be >= 0 (0 = memory only), got {self.text_cache_disk_mb}")
+        if not 0 < self.text_encode_share <= 1:
+            errors.append(f"text_encode_share must be in (0, 1], got {self.text_encode_share}")
         if not self.new_phrases_per_s > 0 or self.new_phrases_burst < 1:
             errors.append(
                 f"new_phrases_per_s must be > 0 and new_phrases_burst >= 1, got "
@@ -290,7 +293,7 @@ class Segmenter:
             dense_features=dense,
             fusion_weight=cfg.fusion_weight,
             text_cache_size=cfg.text_cache_entries,
-            phrase_limiter=PhraseRateLimiter(cfg.new_phrases_per_s, cfg.new_phrases_burst),
+            phrase_limiter=PhraseRateLimiter(cfg.new_phrases_per_s, cfg.new_phrases_burst, cfg.text_encode_share),
         )
         seg.warmup()
         return seg
@@ -550,12 +553,17 @@ class Segmenter:
     def encode_query(self, text: str) -> np.ndarray:
         """[D] unit embedding of a query phrase; a new phrase first passes the rate limiter
         (``QueryRateLimited``, a ValueError, when too many new phrases arrive)."""
-        if self.phrase_limiter is not None:
-            with self._text_lock:
-                known = text in self._text_cache
-            if not known:
-                self.phrase_limiter.acquire()
-        return self.encode_text([text])[0]
+        if self.phrase_limiter is None:
+            return self.encode_text([text])[0]
+        with self._text_lock:
+            known = text in self._text_cache
+        if known:
+            return self.encode_text([text])[0]
+        self.phrase_limiter.acquire()
+        t0 = time.perf_counter()
+        emb = self.encode_text([text])[0]
+        self.phrase_limiter.spend(time.perf_counter() - t0)
+        return emb
 
     def relevance(self, text: str, result: SegmentResult) -> np.ndarray:
         """float32 [P] calibrated relevance of every point to ``text`` (``inference.relevance``).

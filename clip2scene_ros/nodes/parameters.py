@@ -190,6 +190,7 @@ def segmenter_config(p: Mapping[str, Any]):  # noqa: ANN201 - SegmenterConfig (i
         text_cache_disk_mb=p["query.text_cache_disk_mb"],
         new_phrases_per_s=p["query.new_phrases_per_s"],
         new_phrases_burst=p["query.new_phrases_burst"],
+        text_encode_share=p["query.text_encode_share"],
     )
 
 

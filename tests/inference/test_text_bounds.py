@@ -68,6 +68,7 @@ def test_segmenter_cache_location_quota_and_limit(tmp_path):
         text_cache_disk_mb=0.01,
         new_phrases_per_s=0.001,
         new_phrases_burst=5,
+        text_encode_share=1.0,  # the count limit alone (encodings are slow on a loaded test machine)
     )
     seg = Segmenter.from_config(cfg)
     pts = np.random.default_rng(0).uniform(-10, 10, (500, 4)).astype(np.float32)
@@ -80,3 +81,14 @@ def test_segmenter_cache_location_quota_and_limit(tmp_path):
     assert any((tmp_path / "cache").glob("*.safetensors"))  # the configured location
     with pytest.raises(ValueError, match="text_cache_entries"):
         SegmenterConfig(checkpoint=models["checkpoint"], text_cache_entries=0).validate()
+
+
+def test_encoder_time_budget_refuses_when_encodings_are_slow():
+    now = [0.0]
+    lim = PhraseRateLimiter(per_second=100, burst=100, encode_share=0.25, clock=lambda: now[0])
+    lim.acquire()
+    lim.spend(2.0)  # one slow encoding (a loaded CPU) uses up more than the budget in hand
+    with pytest.raises(QueryRateLimited, match="text encoder is busy"):
+        lim.acquire()
+    now[0] += 7.0  # 0.25 s of encoding per second of wall time comes back
+    lim.acquire()
