@@ -5,13 +5,14 @@ from ../shared/data/real (LiDAR-like synthetic frames of similar size when absen
 ours eager fp32 / bf16 (1 and 2 threads; bf16 only on CPUs with native bf16, as precision "auto"
 would), ours exported ONNX on ONNX Runtime (1 and 2 threads, the backend's session options; its
 time includes padding the maps into the graph's inputs), spconv 2.x CPU (1 thread: its CPU
-scatter-add is wrong with more threads). The ONNX Runtime / eager fp32 ratio at the same thread
+scatter-add is wrong with more threads) and, when installed, torchsparse 1.4 CPU (1 thread; the same
+weights in its SpVNAS layout: a second numerical reference). The ONNX Runtime / eager fp32 ratio at the same thread
 count is the deployment graph's overhead (target <= 1.0). The CPU model and flags are printed.
-Each timing covers kernel-map building + forward from voxel features (spconv builds its maps
-inside its forward); voxelization is shared and excluded. Paths run interleaved (one call each
+Each timing covers kernel-map building + forward from voxel features (spconv and torchsparse
+build their maps inside their forward); voxelization is shared and excluded. Paths run interleaved (one call each
 per round) so that load from other processes affects them alike. Prints medians, ratios against
-spconv at 1 thread, label agreement with our fp32 (argmax against 16 random class embeddings),
-peak RSS growth per path, the load average; the last line is one JSON object.
+spconv at 1 thread, label agreement with our fp32 (argmax against 16 random class embeddings) and
+the largest difference from it, peak RSS growth per path, the load average; the last line is one JSON object.
 
     .venv/bin/python benchmarks/sparse_forward.py [--model minkunet18] [--runs 5] [--frames nuscenes kitti]
         [--checkpoint clip2scene_ros/assets/student]   # trained weights instead of random ones
@@ -35,6 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "sparse"))
+sys.path.insert(0, str(REPO / "tests" / "models"))
 
 from clip2scene_ros.inference.backends import session_options  # noqa: E402
 from clip2scene_ros.inference.cpu import cpu_info  # noqa: E402
@@ -124,6 +126,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--frames", nargs="+", default=list(FRAMES), choices=list(FRAMES))
     ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime path")
+    ap.add_argument("--no-torchsparse", action="store_true", help="skip the torchsparse path (about 5 s a forward)")
     ap.add_argument("--checkpoint", help="trained checkpoint (its architecture and weights; head 'global')")
     args = ap.parse_args()
     cpu = cpu_info()
@@ -149,6 +152,19 @@ def main() -> int:
     bf16.fold_bn().to(torch.bfloat16)
     classes = torch.randn(model.config.embed_dim, 16, generator=torch.Generator().manual_seed(1))
     params = sum(p.numel() for p in model.parameters())
+
+    ts_model = None
+    if not args.no_torchsparse:
+        try:
+            import torchsparse_reference as tsr  # tests/models: torchsparse 1.x networks, SpVNAS layout
+        except ImportError as e:
+            print(f"torchsparse path skipped: {e}")
+        else:
+            from clip2scene_ros.models import export_torchsparse
+
+            ts_model = tsr.TorchsparseMinkUNet(model.config, model.config.embed_dim)
+            ts_model.load_state_dict(export_torchsparse(model, "global"))
+            ts_model.eval()
 
     sess = {}
     if not args.no_onnx:
@@ -186,6 +202,9 @@ def main() -> int:
         def spc(_c=coords, _f=feats):
             return spconv_reference.spconv_minkunet(model, _c, _f)["global"]
 
+        def torchsparse_run(_c=coords, _f=feats):
+            return tsr.run_minkunet(ts_model, _c, _f)
+
         def onnx_run(threads, _c=coords, _f=feats):
             with torch.no_grad():
                 maps = model.build_maps(_c)
@@ -198,6 +217,8 @@ def main() -> int:
         todo = {"spconv_1t": (1, spc), "ours_fp32_1t": (1, lambda: ours(folded, torch.float32))}
         if cpu.bf16_native:
             todo["ours_bf16_1t"] = (1, lambda: ours(bf16, torch.bfloat16))
+        if ts_model is not None:
+            todo["torchsparse_1t"] = (1, torchsparse_run)
         if sess:
             todo["onnxruntime_1t"] = (1, lambda: onnx_run(1))
         todo["ours_fp32_2t"] = (2, lambda: ours(folded, torch.float32))
