@@ -114,6 +114,28 @@ class SubmMap:
     def tensors(self) -> list[Tensor]:
         return [self.pair_in, self.pair_bounds, self.acc_idx, self.acc_bounds]
 
+    def pair_bags(self) -> tuple[Tensor, Tensor]:
+        """The per-offset results grouped by output row: ``flat`` [M] pair positions (rows of the
+        concatenated per-offset products) bag after bag, ``starts`` [N] where each row's bag begins
+        (``F.embedding_bag`` offsets; rows without neighbours get empty bags). In level order."""
+        if "pair_bags" not in self._cache:
+            n, m, dev = self.num_voxels, self.num_pairs, self.pair_in.device
+            col_len = self.acc_bounds[1:] - self.acc_bounds[:-1]
+            col = torch.repeat_interleave(torch.arange(len(col_len), device=dev), col_len)
+            row = torch.arange(m, device=dev) - self.acc_bounds.index_select(0, col)
+            counts = torch.bincount(row, minlength=n)
+            starts = torch.cumsum(counts, 0) - counts
+            flat = torch.empty(m, dtype=torch.long, device=dev)
+            flat[starts.index_select(0, row) + col] = self.acc_idx
+            if self.row_rank is not None:  # bags in level order, like the output
+                counts = counts.index_select(0, self.row_rank)
+                new_starts = torch.cumsum(counts, 0) - counts
+                order = torch.repeat_interleave(starts.index_select(0, self.row_rank), counts)
+                order += torch.arange(m, device=dev) - torch.repeat_interleave(new_starts, counts)
+                flat, starts = flat.index_select(0, order), new_starts
+            self._cache["pair_bags"] = (flat, starts)
+        return self._cache["pair_bags"]
+
     def bag(self) -> tuple[Tensor, Tensor]:
         """Every (output row, offset) term as one bag per output row, for a matmul-first conv.
 

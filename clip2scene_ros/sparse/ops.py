@@ -87,6 +87,24 @@ def _subm_matmul_first(x: Tensor, w: Tensor, m: SubmMap) -> Tensor:
     return nn.functional.embedding_bag(flat, y, starts, mode="sum")
 
 
+# fp32 inference layers gather once and sum per row with embedding_bag (fewer, larger ops)
+FP32_BAGGED = True
+
+
+def _subm_bagged(x: Tensor, weights: list[Tensor], m: SubmMap) -> Tensor:
+    """Neighbour sum of a submanifold layer in a few large ops (fp32 CPU inference): one gather of
+    every pair's input row, one matmul per offset into its slice, one gather-sum per output row."""
+    cout = weights[0].shape[1]
+    xg = x.index_select(0, m.pair_in)
+    y = x.new_empty((m.num_pairs, cout))
+    bounds = m.pair_bounds.tolist()
+    for i, w in enumerate(weights):
+        if bounds[i + 1] > bounds[i]:
+            torch.mm(xg[bounds[i] : bounds[i + 1]], w, out=y[bounds[i] : bounds[i + 1]])
+    flat, starts = m.pair_bags()
+    return nn.functional.embedding_bag(flat, y, starts, mode="sum")
+
+
 def _with_zero_row(x: Tensor) -> Tensor:
     return torch.cat([x, x.new_zeros((1, x.shape[1]))], 0)
 
@@ -133,6 +151,9 @@ def subm_conv(
     acc_t = _acc_dtype(x)
     if not is_tracing() and _matmul_first(x, weight, m):
         out = _subm_matmul_first(x, w, m).to(acc_t)
+        return _finish(out, bias, relu, out_dtype)
+    if FP32_BAGGED and not is_tracing() and not torch.is_grad_enabled() and x.dtype == torch.float32:
+        out = (x @ w[c]).add_(_subm_bagged(x, [w[i] for i in range(k) if i != c], m))
         return _finish(out, bias, relu, out_dtype)
     out = (x @ w[c]).to(acc_t)
     weights = [w[i] for i in range(k) if i != c]

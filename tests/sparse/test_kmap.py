@@ -146,3 +146,22 @@ def test_matmul_first_bf16_equals_per_offset():
             got = ops.subm_conv(x.bfloat16(), w.bfloat16(), None, m, acc_out=True)
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, ref, rtol=0.02, atol=0.02)
+
+
+def test_bagged_fp32_equals_per_offset(monkeypatch):
+    """fp32 inference (one gather, per-offset matmuls, one gather-sum per row) = the per-offset adds."""
+    from clip2scene_ros.sparse import ops
+
+    coords = _random_coords(seed=5)
+    maps = build_kernel_maps(coords, num_levels=1, kernel_sizes=(3, 5))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(len(coords), 6, generator=g)
+    for k in (3, 5):
+        w = torch.randn(k**3, 6, 5, generator=g)
+        m = maps.subm_map(0, k)
+        with torch.no_grad():
+            got = ops.subm_conv(x, w, None, m)
+            monkeypatch.setattr(ops, "FP32_BAGGED", False)
+            ref = ops.subm_conv(x, w, None, m)
+            monkeypatch.setattr(ops, "FP32_BAGGED", True)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
