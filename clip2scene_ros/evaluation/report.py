@@ -32,7 +32,7 @@ class BevFrame:
 class QueryPlot:
     text: str
     xyz: np.ndarray  # [P, 3]
-    scores: np.ndarray  # float32 [P] cosine similarity (-1 = not processed)
+    scores: np.ndarray  # float32 [P] the answer's score per point: relevance (-1 = not returned)
     matches: np.ndarray  # int indices of the returned points
     message: str = ""
 
@@ -88,7 +88,7 @@ def plot_bev(frame: BevFrame, path: Path, extent: float = 40.0) -> Path:
 
 
 def plot_query(q: QueryPlot, path: Path, extent: float = 40.0) -> Path:
-    """Top-down view: every point grey, the query's matches coloured by similarity."""
+    """Top-down view: every point grey, the query's matches coloured by their score."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.2, 5.6))
     keep = _crop(q.xyz, extent)
@@ -97,7 +97,7 @@ def plot_query(q: QueryPlot, path: Path, extent: float = 40.0) -> Path:
     m = m[keep[m]] if m.size else m
     if m.size:
         sc = ax.scatter(q.xyz[m, 0], q.xyz[m, 1], c=q.scores[m], cmap="autumn_r", s=4.0, linewidths=0)
-        fig.colorbar(sc, ax=ax, label="cosine similarity")
+        fig.colorbar(sc, ax=ax, label="relevance")
     ax.set_aspect("equal")
     ax.set_xlim(-extent, extent)
     ax.set_ylim(-extent, extent)
@@ -199,7 +199,7 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
         lines += ["## Segmentation", "", "The bag has no ground-truth label topic: no mIoU.", ""]
     queries = summary.get("queries") or []
     if queries:
-        lines += ["## Queries", "", "| phrase | points | best similarity | answer |", "|---|---:|---:|---|"]
+        lines += ["## Queries", "", "| phrase | points | best score | answer |", "|---|---:|---:|---|"]
         for q in queries:
             lines.append(f"| {q['text']} | {q['matches']} | {_fmt(q.get('best'))} | {q['message']} |")
         lines.append("")
