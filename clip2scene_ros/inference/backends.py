@@ -147,6 +147,8 @@ def fit_voxel_profile(
     """
     lo, hi = limits
     n = prepared.num_voxels
+    if n > hi and config.arch == "spvcnn":  # its rows are points, not voxels: no voxel subset to pick
+        raise ValueError(f"{n} voxels is above the engine's profile maximum {hi}; rebuild with a wider profile")
     if n > hi:
         keep_rows = np.random.default_rng(n).choice(n, hi, replace=False)
         kept = np.zeros(n, bool)
