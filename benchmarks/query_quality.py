@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     clash = [p for pair in PARAPHRASES.values() for p in pair if p.lower() in synonyms]
     assert not clash, f"paraphrases must not be vocabulary names: {clash}"
     seed = split_seeds("test", 1)[0] if args.seed is None else args.seed
-    scale = node_intensity_scale()
+    scale = seg.input.intensity_scale  # the checkpoint's, as the node applies it
 
     class_phrases = {c.name: c.names[0] for c in vocab.classes}  # the canonical phrase of each class
     phrases = [(n, class_phrases[n], "class") for n in names]

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from clip2scene_ros.models import MinkUNet, ModelConfig, load_checkpoint  # noqa: F401
+from clip2scene_ros.models.inputs import PreparedInputs, gather_points, prepare_inputs
 
 from .cpu import CpuInfo, resolve_precision
-from .export import PreparedInputs, export_onnx, file_sha256, gather_points, prepare_inputs, read_sidecar
+from .export import export_onnx, file_sha256, read_sidecar
 from .registry import BACKENDS, PRECISIONS
 
 LOG = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class Backend(ABC):
     def run_voxels(
         self, prepared: PreparedInputs, vocabulary_head: VocabularyHead | None = None
     ) -> dict[str, np.ndarray]:
-        """Voxelized input with kernel maps (:func:`.export.prepare_inputs`) -> per-voxel outputs.
+        """Voxelized input with kernel maps (:func:`clip2scene_ros.models.inputs.prepare_inputs`) -> per-voxel outputs.
 
         A backend may compute the ``vocabulary_head`` outputs itself; otherwise they are computed
         from the head features with :func:`classify_numpy`.

@@ -3,7 +3,8 @@
 The kernel maps (built outside the graph by :func:`clip2scene_ros.sparse.build_kernel_maps`) are
 graph inputs, so the graph holds only Gather, MatMul, Slice, Concat, Add, Relu, ... which ONNX
 Runtime and TensorRT run. Voxel and pair counts are dynamic axes (``n0..n4``, ``m0..m4``).
-A JSON sidecar (``<model>.onnx.json``) carries what a runtime needs to prepare inputs.
+A JSON sidecar (``<model>.onnx.json``) carries the model config; a runtime prepares the graph's
+inputs with :func:`clip2scene_ros.models.inputs.prepare_inputs`, as every other path does.
 """
 
 from __future__ import annotations
@@ -13,15 +14,14 @@ import copy
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from clip2scene_ros.models import ExportModule, MinkUNet, ModelConfig
-from clip2scene_ros.models.spvcnn import POINT_INPUTS, PointVoxelMaps, point_dynamic_axes, point_tensors, prepare_spvcnn
-from clip2scene_ros.sparse import KernelMaps, padded_input_names, padded_tensors, voxelize
+from clip2scene_ros.models import ExportModule, MinkUNet
+from clip2scene_ros.models.inputs import graph_input_names, prepare_inputs
+from clip2scene_ros.models.spvcnn import point_dynamic_axes
 from clip2scene_ros.sparse.kmap import OFFSET_GROUPS, ROW_BUCKETS
 from clip2scene_ros.sparse.samples import lidar_like_scene
 
@@ -52,7 +52,7 @@ def _without_jit_lint():
 
 
 def input_names(num_levels: int = MinkUNet.num_levels, arch: str = "minkunet") -> list[str]:
-    return ["feats", *padded_input_names(num_levels), *(POINT_INPUTS if arch == "spvcnn" else ())]
+    return graph_input_names(num_levels, arch)
 
 
 def dynamic_axes(
@@ -78,67 +78,6 @@ def dynamic_axes(
     for h in heads:
         axes[h] = {0: "np" if arch == "spvcnn" else "n0"}
     return axes
-
-
-@dataclass
-class PreparedInputs:
-    """One batch of points voxelized, with kernel maps, and the way back from voxels to points."""
-
-    feats: torch.Tensor | None  # [N_0, C_in] in level-0 row order
-    maps: KernelMaps | PointVoxelMaps | None
-    point_rows: np.ndarray  # level-0 voxel row per point, -1 for dropped points
-    num_voxels: int
-
-    def feeds(self, dtype: type = np.float32) -> dict[str, np.ndarray]:
-        """Named inputs of the exported graph (padded maps, see clip2scene_ros.sparse.padded_tensors)."""
-        out = {"feats": self.feats.numpy().astype(dtype)}
-        if isinstance(self.maps, PointVoxelMaps):
-            names = input_names(arch="spvcnn")[1:]
-            tensors = [*padded_tensors(self.maps.kernel), *point_tensors(self.maps)]
-        else:
-            names, tensors = input_names()[1:], padded_tensors(self.maps)
-        for name, t in zip(names, tensors, strict=True):
-            out[name] = t.numpy()
-        return out
-
-
-def prepare_inputs(
-    config: ModelConfig, points: np.ndarray | torch.Tensor, voxel_size: float | None = None
-) -> PreparedInputs:
-    """Voxelize ``points`` [P, 3+F] and build the kernel maps the model needs."""
-    from clip2scene_ros.models import feature_column
-
-    pts = torch.as_tensor(np.asarray(points, dtype=np.float32))
-    cols = [feature_column(f) for f in config.in_features]
-    if pts.ndim != 2 or pts.shape[1] < max(cols) + 1:
-        raise ValueError(
-            f"points must have shape [P, {max(cols) + 1}+] (model reads {config.in_features}), got {tuple(pts.shape)}"
-        )
-    vs = config.voxel_size if voxel_size is None else voxel_size
-    vox = voxelize(pts, vs)
-    if len(vox) == 0:
-        return PreparedInputs(None, None, np.full(len(pts), -1, dtype=np.int64), 0)
-    if config.arch == "spvcnn":  # per-point outputs: the rows are the valid points
-        feats, pv_maps, rows = prepare_spvcnn(config, pts, vox, vs)
-        return PreparedInputs(feats.contiguous(), pv_maps, rows.numpy(), len(vox))
-    maps = MinkUNet.build_maps_for(config, vox.coords)
-    feats = vox.feats.index_select(0, maps.input_order)[:, cols].contiguous()
-    p2v = vox.point_to_voxel
-    rows = torch.where(p2v >= 0, maps.input_rank[p2v.clamp(min=0)], torch.full_like(p2v, -1))
-    return PreparedInputs(feats, maps, rows.numpy(), len(vox))
-
-
-def gather_points(
-    voxel_outputs: dict[str, np.ndarray], point_rows: np.ndarray, embed_dim: int
-) -> dict[str, np.ndarray]:
-    """Per-voxel outputs -> per-point float32 arrays (zeros for dropped points)."""
-    valid = point_rows >= 0
-    out = {}
-    for h, v in voxel_outputs.items():
-        res = np.zeros((len(point_rows), embed_dim), dtype=np.float32)
-        res[valid] = v[point_rows[valid]]
-        out[h] = res
-    return out
 
 
 def example_points(num_points: int | None = None, seed: int = 0) -> np.ndarray:

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from clip2scene_ros.geometry import CameraModel, PairingConfig, as_transform
+from clip2scene_ros.models import ModelConfig
+from clip2scene_ros.models.inputs import InputSpec
 from clip2scene_ros.teacher.vocabulary import Vocabulary, VocabularyError
 from clip2scene_ros.teacher.vocabulary import load_vocabulary as load_vocabulary_file
 
@@ -157,6 +160,11 @@ class SegmenterConfig:
     fusion: bool = False
     fusion_weight: float = 0.5
     voxel_size: float = 0.0  # 0 = the checkpoint's own
+    point_features: list[str] = field(default_factory=list)  # cloud fields after x, y, z; [] = the checkpoint's
+    intensity_scale: float = 0.0  # factor on the cloud's intensity field; 0 = the checkpoint's
+    lidar_pose: list[float] = field(default_factory=list)  # base_from_sensor x y z roll pitch yaw; [] = none
+    fusion_min_depth: float = 1.0  # camera fusion pairs points as training does (geometry.projection)
+    fusion_occlusion: str = "auto"  # auto (= zbuffer online) | zbuffer | none
     threads: int = 0  # intra-op threads of the onnxruntime backend; 0 = its default
     text_cache_dir: str = ""  # "" = $CLIP2SCENE_CACHE_DIR/text or ~/.cache/clip2scene/text
     text_cache_entries: int = 1024  # phrases kept in memory (LRU)
@@ -195,6 +203,14 @@ class SegmenterConfig:
             )
         if self.voxel_size < 0:
             errors.append(f"voxel_size must be >= 0 (0 = checkpoint's), got {self.voxel_size}")
+        if not self.intensity_scale >= 0:
+            errors.append(f"intensity_scale must be >= 0 (0 = checkpoint's), got {self.intensity_scale}")
+        if self.lidar_pose and (len(self.lidar_pose) != 6 or not np.isfinite(self.lidar_pose).all()):
+            errors.append(f"lidar_pose needs 6 finite numbers (x y z roll pitch yaw) or none, got {self.lidar_pose}")
+        if self.fusion_occlusion not in ("auto", "zbuffer", "none"):
+            errors.append(f"fusion_occlusion '{self.fusion_occlusion}' is not one of auto, zbuffer, none")
+        if not self.fusion_min_depth >= 0:
+            errors.append(f"fusion_min_depth must be >= 0, got {self.fusion_min_depth}")
         if not 0 <= self.fusion_weight <= 10:
             errors.append(f"fusion_weight must be in [0, 10], got {self.fusion_weight}")
         if errors:
@@ -218,8 +234,11 @@ class Segmenter:
         range_min: float = 0.0,
         range_max: float = 0.0,
         feature_fields: tuple[str, ...] | None = None,
+        input_spec: InputSpec | None = None,
+        base_from_sensor: np.ndarray | Sequence[float] | None = None,
         dense_features: DenseFeatures | None = None,
         fusion_weight: float = 0.5,
+        pairing: PairingConfig | None = None,
         text_cache_size: int = 256,
         seed: int = 0,
         query_temperature: float = DEFAULT_TEMPERATURE,
@@ -231,9 +250,15 @@ class Segmenter:
         self.head = head
         self.max_points = int(max_points)
         self.range_min, self.range_max = float(range_min), float(range_max)
-        self.feature_fields = tuple(feature_fields if feature_fields is not None else _backend_features(backend))
+        # how clouds become model inputs (fields, intensity scale, frame): from the checkpoint
+        self.input = input_spec if input_spec is not None else _backend_input_spec(backend)
+        if feature_fields is not None:
+            self.feature_fields = feature_fields
+        # the sensor's mounting; None: clouds arrive in the model's frame already
+        self.base_from_sensor = None if base_from_sensor is None else as_transform(base_from_sensor)
         self.dense_features = dense_features
         self.fusion_weight = float(fusion_weight)
+        self.pairing = pairing or PairingConfig()
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = text_cache_size
         self._text_lock = threading.Lock()  # text encoders (torch modules) are not re-entrant
@@ -256,6 +281,7 @@ class Segmenter:
         from clip2scene_ros.teacher.text_cache import TextEmbeddingCache
 
         backend = _create_backend(cfg)
+        spec = _input_spec(cfg, backend)
         text_cache = TextEmbeddingCache(
             cfg.text_cache_dir or None,
             max_entries=cfg.text_cache_entries,
@@ -290,8 +316,11 @@ class Segmenter:
             max_points=cfg.max_points,
             range_min=cfg.range_min,
             range_max=cfg.range_max,
+            input_spec=spec,
+            base_from_sensor=cfg.lidar_pose or None,
             dense_features=dense,
             fusion_weight=cfg.fusion_weight,
+            pairing=PairingConfig(min_depth=cfg.fusion_min_depth, occlusion=cfg.fusion_occlusion),
             text_cache_size=cfg.text_cache_entries,
             phrase_limiter=PhraseRateLimiter(cfg.new_phrases_per_s, cfg.new_phrases_burst, cfg.text_encode_share),
         )
@@ -305,6 +334,21 @@ class Segmenter:
         pts[:, :3] = rng.uniform(-20, 20, (num_points, 3)) * [1, 1, 0.1]
         pts[:, 3:] = rng.uniform(0, 1, (num_points, len(self.feature_fields)))
         self.segment(pts)
+
+    # -- input contract ------------------------------------------------------------------------
+
+    @property
+    def feature_fields(self) -> tuple[str, ...]:
+        """Cloud fields the model reads after x, y, z (columns 3.. of ``segment``'s points)."""
+        return self.input.fields
+
+    @feature_fields.setter
+    def feature_fields(self, fields: Sequence[str]) -> None:
+        self.input = self.input.replace(fields=tuple(fields))
+
+    def points_from_cloud(self, cloud: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """A structured cloud -> (float32 [P, 3 + F] for :meth:`segment`, missing field names)."""
+        return self.input.points_from_cloud(cloud)
 
     # -- vocabulary ----------------------------------------------------------------------------
 
@@ -382,8 +426,18 @@ class Segmenter:
 
     # -- segmentation --------------------------------------------------------------------------
 
-    def segment(self, points: np.ndarray, cameras: Sequence[CameraInput] | None = None) -> SegmentResult:
-        """points: float32 [P, 3 + F] in the LiDAR frame (F = len(feature_fields))."""
+    def segment(
+        self,
+        points: np.ndarray,
+        cameras: Sequence[CameraInput] | None = None,
+        base_from_sensor: np.ndarray | None = None,
+    ) -> SegmentResult:
+        """points: float32 [P, 3 + F] in the sensor's frame (F = len(feature_fields)).
+
+        ``base_from_sensor`` (4x4; default: the configured ``lidar_pose``, else none) brings the
+        points into the model's frame; without one they are taken to be in it already. Ranges are
+        distances from the sensor; cameras project the points as given (``cam_from_lidar``).
+        """
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         points = np.asarray(points, dtype=np.float32)
@@ -440,6 +494,9 @@ class Segmenter:
         if not np.isfinite(sub[:, 3:]).all():
             sub = sub.copy()
             sub[:, 3:] = np.nan_to_num(sub[:, 3:], nan=0.0, posinf=0.0, neginf=0.0)
+        xyz_sensor = sub[:, :3]
+        mounting = self.base_from_sensor if base_from_sensor is None else base_from_sensor
+        sub = self.input.to_model_frame(sub, mounting)
         fuse = bool(cameras) and self.dense_features is not None and self.fusion_weight > 0
         # Without fusion every point of a voxel has that voxel's features: classify voxels, not
         # points (fewer rows), when the backend exposes them. Fusion mixes in per-point pixels.
@@ -458,7 +515,7 @@ class Segmenter:
         feats = self._head_features(out, num_rows)
         num_fused = 0
         if fuse:
-            feats, num_fused = self._fuse(sub[:, :3], feats, cameras)
+            feats, num_fused = self._fuse(xyz_sensor, feats, cameras)
             timings["fusion"] = (time.perf_counter() - t2) * 1e3
             timings["fusion_cpu"] = (time.thread_time() - c2) * 1e3
         t3, c3 = time.perf_counter(), time.thread_time()
@@ -518,25 +575,33 @@ class Segmenter:
         return f
 
     def _fuse(self, xyz: np.ndarray, feats: np.ndarray, cameras: Sequence[CameraInput]) -> tuple[np.ndarray, int]:
-        """Ensemble each point's 3D feature with the teacher's pixel feature where a camera sees it."""
+        """Ensemble each point's 3D feature with the teacher's pixel feature where a camera sees it.
+
+        Points pair with pixels as in training (:class:`~clip2scene_ros.geometry.PairingConfig`:
+        minimum depth, occlusion by the cloud's own z-buffer, one camera per point), so the pixel a
+        point borrows is one the student learnt it from.
+        """
         feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
         acc = np.zeros_like(feats)
         hits = np.zeros(len(feats), dtype=np.int32)
-        for cam in cameras:
-            uv, seen = project_points(xyz, cam.K, cam.cam_from_lidar, cam.image.shape[:2])
-            if not seen.any():
+        models = [CameraModel(c.name, c.K, c.cam_from_lidar, c.image.shape[1], c.image.shape[0]) for c in cameras]
+        pairs = self.pairing.pair(xyz, models)
+        for ci, cam in enumerate(cameras):
+            sel = pairs.camera_index == ci
+            if not sel.any():
                 continue
+            seen, uv = pairs.point_index[sel], pairs.uv[sel]
             dense = np.asarray(self.dense_features(cam.image[None]))[0]  # [D, h, w]
             if dense.shape[0] != feats.shape[1]:
                 raise ValueError(f"teacher dense features are {dense.shape[0]}-d, the model's {feats.shape[1]}-d")
             H, W = cam.image.shape[:2]
             h, w = dense.shape[1:]
-            cols = np.clip((uv[seen, 0] * w / W).astype(np.int64), 0, w - 1)
-            rows = np.clip((uv[seen, 1] * h / H).astype(np.int64), 0, h - 1)
+            cols = np.clip((uv[:, 0] * w / W).astype(np.int64), 0, w - 1)
+            rows = np.clip((uv[:, 1] * h / H).astype(np.int64), 0, h - 1)
             pix = dense[:, rows, cols].T
             pix = pix / np.maximum(np.linalg.norm(pix, axis=1, keepdims=True), 1e-12)
-            acc[seen] += pix
-            hits[seen] += 1
+            np.add.at(acc, seen, pix)
+            np.add.at(hits, seen, 1)
         m = hits > 0
         if m.any():
             fused = feats[m] + self.fusion_weight * acc[m] / hits[m, None]
@@ -576,21 +641,6 @@ class Segmenter:
         comp = canon.embeddings[canon.competitors(query)]
         cos = result.row_cosines(np.concatenate([query[None], comp]))
         return result.to_points(relevance_from_cosines(cos[:, 0], cos[:, 1:], self.query_temperature), 0.0)
-
-
-def project_points(
-    xyz: np.ndarray, K: np.ndarray, cam_from_lidar: np.ndarray, hw: tuple[int, int], min_depth: float = 0.5
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel coordinates [P, 2] and a mask of points in front of the camera and inside the image."""
-    pc = xyz @ cam_from_lidar[:3, :3].T.astype(np.float32) + cam_from_lidar[:3, 3].astype(np.float32)
-    z = pc[:, 2]
-    front = z > min_depth
-    zs = np.where(front, z, 1.0)
-    u = K[0, 0] * pc[:, 0] / zs + K[0, 2]
-    v = K[1, 1] * pc[:, 1] / zs + K[1, 2]
-    H, W = hw
-    seen = front & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-    return np.stack([u, v], axis=1), seen
 
 
 def group_instances(
@@ -672,13 +722,29 @@ def _create_teacher(create_teacher, teacher: str | None, device: str, text_cache
     return create_teacher(teacher or "default", device=device, text_cache=text_cache)
 
 
-def _backend_features(backend: Backend) -> tuple[str, ...]:
-    """Cloud fields the model reads after x, y, z (from its config; intensity when unknown)."""
-    names = getattr(backend, "feature_names", None)
-    if names is None:
-        config = getattr(backend, "config", None)
-        names = getattr(config, "in_features", None) or ("intensity",)
-    return tuple(n for n in names if n not in ("x", "y", "z"))
+def _backend_input_spec(backend: Backend) -> InputSpec:
+    """The input contract of a backend's model config (a bare callable: x, y, z, intensity)."""
+    config = getattr(backend, "config", None)
+    if isinstance(config, ModelConfig):
+        return InputSpec.for_model(config)
+    names = getattr(backend, "feature_names", None) or ("intensity",)
+    return InputSpec(fields=tuple(n for n in names if n not in ("x", "y", "z")))
+
+
+def _input_spec(cfg: SegmenterConfig, backend: Backend) -> InputSpec:
+    """The checkpoint's input contract with the configuration's overrides (each logged)."""
+    spec = InputSpec.from_checkpoint(Path(cfg.checkpoint).expanduser())
+    changes: dict = {"voxel_size": backend.config.voxel_size}
+    if cfg.point_features and tuple(cfg.point_features) != spec.fields:
+        changes["fields"] = tuple(cfg.point_features)
+    if cfg.intensity_scale > 0 and cfg.intensity_scale != spec.intensity_scale:
+        changes["intensity_scale"] = cfg.intensity_scale
+    for name, value in changes.items():
+        if value != getattr(spec, name) and name != "voxel_size":  # voxel_size is logged where it is applied
+            log.warning("%s %s overrides the checkpoint's %s", name, value, getattr(spec, name))
+    spec = spec.replace(**changes)
+    spec.check(backend.config)
+    return spec
 
 
 def _create_backend(cfg: SegmenterConfig) -> Backend:

@@ -10,13 +10,12 @@ concatenation with the skip, residual blocks), then one linear head per name on 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from clip2scene_ros.sparse import KernelMaps, PaddedMaps, Voxels, build_kernel_maps, voxelize
+from clip2scene_ros.sparse import KernelMaps, PaddedMaps, build_kernel_maps
 from clip2scene_ros.sparse.ops import DownConv3d, SubmConv3d, UpConv3d
 
 ARCHS = ("minkunet", "spvcnn")  # spvcnn: the same U-Net plus a point branch (models/spvcnn.py)
@@ -271,58 +270,6 @@ class MinkUNet(nn.Module):
 
     def feature_columns(self) -> list[int]:
         return [feature_column(f) for f in self.config.in_features]
-
-    # -- convenience ----------------------------------------------------------------------------
-    def encode_points(self, points: Sequence[Tensor], voxel_size: float | None = None) -> list[dict[str, Tensor]]:
-        """Per-point features for a batch of clouds ``[P_i, 3+F]``: voxelize, run, gather back.
-
-        Differentiable with respect to the weights (and the feature columns). Points dropped for
-        NaN/Inf get zero features.
-        """
-        if isinstance(points, Tensor):
-            points = [points]
-        if not points:
-            raise ValueError("encode_points() needs at least one cloud")
-        cols = self.feature_columns()
-        need = max(cols) + 1
-        device = next(self.parameters()).device
-        clouds = []
-        for i, p in enumerate(points):
-            p = torch.as_tensor(p)
-            if p.ndim != 2 or p.shape[1] < need:
-                raise ValueError(
-                    f"cloud {i} has shape {tuple(p.shape)}, the model reads columns {cols} "
-                    f"({', '.join(self.config.in_features)}): pass [P, {need}+] points"
-                )
-            clouds.append(p.to(device=device, dtype=torch.float32))
-        vs = self.config.voxel_size if voxel_size is None else voxel_size
-        vox = voxelize(clouds, vs)
-        sizes = [len(p) for p in clouds]
-        if len(vox) == 0:
-            d = self.config.embed_dim
-            return [{h: clouds[i].new_zeros((n, d)) for h in self.config.heads} for i, n in enumerate(sizes)]
-        out, rows = self.run_voxelized(torch.cat(clouds), vox, vs)
-        valid = rows >= 0
-        rows = rows.clamp(min=0)
-        per_point = {}
-        for h, f in out.items():
-            g = f.float().index_select(0, rows)
-            per_point[h] = torch.where(valid[:, None], g, torch.zeros_like(g))
-        result = []
-        start = 0
-        for n in sizes:
-            result.append({h: v[start : start + n] for h, v in per_point.items()})
-            start += n
-        return result
-
-    def run_voxelized(self, points: Tensor, vox: Voxels, voxel_size: float) -> tuple[dict[str, Tensor], Tensor]:
-        """Forward on voxelized clouds: output rows and each point's row in them (-1 = dropped point)."""
-        maps = self.build_maps(vox.coords)
-        dtype = next(self.parameters()).dtype
-        feats = vox.feats.index_select(0, maps.input_order)[:, self.feature_columns()].to(dtype)
-        p2v = vox.point_to_voxel
-        rows = torch.where(p2v >= 0, maps.input_rank[p2v.clamp(min=0)], torch.full_like(p2v, -1))
-        return self(feats, maps), rows
 
     @torch.no_grad()
     def fold_bn(self) -> MinkUNet:

@@ -9,6 +9,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from clip2scene_ros.geometry.frames import ModelFrame
+
+from .inputs import InputSpec
 from .minkunet import MinkUNet, ModelConfig
 from .spvcnn import SPVCNN
 
@@ -47,15 +50,26 @@ def create_model(name_or_config: str | Path | dict | ModelConfig, **overrides: A
     return SPVCNN(config) if config.arch == "spvcnn" else MinkUNet(config)
 
 
-def save_checkpoint(directory: str | Path, model: MinkUNet, extra: dict | None = None) -> Path:
-    """Write ``model.safetensors`` + ``model.json`` (config, extra, BN-folded flag) into ``directory``."""
+def save_checkpoint(
+    directory: str | Path, model: MinkUNet, extra: dict | None = None, input_spec: InputSpec | None = None
+) -> Path:
+    """Write ``model.safetensors`` + ``model.json`` (config, input contract, extra, BN-folded flag).
+
+    ``input_spec``: how the model reads clouds (fields, intensity scale, voxel size, frame); default:
+    the config's fields and voxel size, 0..255 intensity, the frame named by ``extra["frame"]``
+    (the simulator's LIDAR_TOP when absent).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
+    if input_spec is None:
+        input_spec = InputSpec.for_model(model.config, frame=ModelFrame.from_dict((extra or {}).get("frame")))
+    input_spec.check(model.config)
     meta = {
         "format": CHECKPOINT_FORMAT,
         "config": model.config.to_dict(),
+        "input": input_spec.to_dict(),
         "bn_folded": bool(model.bn_folded),
         "extra": extra or {},
     }

@@ -103,7 +103,7 @@ class SPVCNN(MinkUNet):
     def forward(self, feats: Tensor, maps: PointVoxelMaps) -> dict[str, Tensor]:
         """Voxel features [N_0, C_in] (level-0 order) -> ``{head: [P, embed_dim]}`` per point."""
         if not isinstance(maps, PointVoxelMaps):
-            raise TypeError("SPVCNN needs point tables too: build its inputs with SPVCNN.prepare()")
+            raise TypeError("SPVCNN needs point tables too: build its inputs with models.inputs.prepare_inputs()")
         km, pm = maps.kernel, maps.points
         self.check_input(feats, km)
         x0 = self.run_stem(feats, km)
@@ -131,10 +131,6 @@ class SPVCNN(MinkUNet):
         """Inputs of a forward from voxelized ``points`` [P, 3+F]: voxel features, maps, and each
         point's output row (-1 for points dropped as NaN/Inf)."""
         return prepare_spvcnn(self.config, points, vox, voxel_size)
-
-    def run_voxelized(self, points: Tensor, vox: Voxels, voxel_size: float) -> tuple[dict[str, Tensor], Tensor]:
-        feats, maps, rows = self.prepare(points, vox, voxel_size)
-        return self(feats.to(next(self.parameters()).dtype), maps), rows
 
     @torch.no_grad()
     def fold_bn(self) -> SPVCNN:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import array
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
@@ -19,50 +20,26 @@ from clip2scene_ros.cloud_layout import (  # noqa: F401
     little_endian_points,
 )
 
+if TYPE_CHECKING:
+    from clip2scene_ros.models.inputs import InputSpec
+
 _PF = {kind: code for code, kind in POINTFIELD_DTYPES.items()}  # numpy kind -> PointField datatype
 
 # Output fields appended to the input points: label, score and PCL-style packed rgb.
 OUTPUT_FIELDS = (("label", PointField.UINT16), ("score", PointField.FLOAT32), ("rgb", PointField.FLOAT32))
 
 
-def points_from_array(cloud: np.ndarray, feature_fields: tuple[str, ...] = ("intensity",)) -> np.ndarray:
-    """[N, 3 + F] float32 (x, y, z, features...) from a structured cloud.
-
-    Missing feature fields are filled with zeros (the caller warns); missing x/y/z is an error.
-    """
-    names = cloud.dtype.names or ()
-    missing = [c for c in ("x", "y", "z") if c not in names]
-    if missing:
-        raise ValueError(
-            f"cloud has no {'/'.join(missing)} field(s) (fields: {', '.join(names) or 'none'}); "
-            "a PointCloud2 with float x, y, z fields is required"
-        )
-    out = np.empty((cloud.shape[0], 3 + len(feature_fields)), dtype=np.float32)
-    for i, name in enumerate(("x", "y", "z", *feature_fields)):
-        if name in names:
-            col = cloud[name]
-            out[:, i] = col if col.ndim == 1 else col[:, 0]
-        else:
-            out[:, i] = 0.0
-    return out
-
-
-def cloud_points(
-    msg: PointCloud2, feature_fields: tuple[str, ...], intensity_scale: float = 1.0
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    """([N, 3 + F] float32 model input, feature fields the cloud lacks) from a PointCloud2.
+def cloud_points(msg: PointCloud2, spec: InputSpec) -> tuple[np.ndarray, tuple[str, ...]]:
+    """([N, 3 + F] float32 model input, feature fields the cloud lacks) from a PointCloud2, read
+    through the model's input contract (``Segmenter.input``).
 
     An empty cloud with x/y/z gives zero rows; a cloud without x/y/z raises ``ValueError``.
     """
     cloud = cloud_to_array(msg)
-    names = cloud.dtype.names or ()
-    if cloud.size == 0 and "x" in names:
-        points = np.zeros((0, 3 + len(feature_fields)), np.float32)
-    else:
-        points = points_from_array(cloud, feature_fields)
-    if intensity_scale != 1.0 and "intensity" in feature_fields:
-        points[:, 3 + feature_fields.index("intensity")] *= intensity_scale
-    return points, tuple(f for f in feature_fields if f not in names)
+    if cloud.size == 0 and "x" in (cloud.dtype.names or ()):
+        return np.zeros((0, 3 + len(spec.fields)), np.float32), ()
+    points, missing = spec.points_from_cloud(cloud)
+    return points, tuple(missing)
 
 
 def pack_rgb(colors: np.ndarray) -> np.ndarray:

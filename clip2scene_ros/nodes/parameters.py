@@ -184,6 +184,8 @@ def segmenter_config(p: Mapping[str, Any]):  # noqa: ANN201 - SegmenterConfig (i
         fusion=p["fusion"],
         fusion_weight=p["fusion_weight"],
         voxel_size=p["voxel_size"],
+        point_features=list(p["point_features"]),
+        intensity_scale=p["intensity_scale"],
         threads=p["num_threads"],
         text_cache_dir=p["query.text_cache_dir"],
         text_cache_entries=p["query.text_cache_entries"],

@@ -71,8 +71,6 @@ class SegmentNode(Node):
             torch.set_num_threads(int(self.p["num_threads"]))
         t0 = time.perf_counter()
         self.segmenter = Segmenter.from_config(params.segmenter_config(self.p))
-        if self.p["point_features"]:
-            self.segmenter.feature_fields = tuple(self.p["point_features"])
         vocab = self.segmenter.vocabulary
         self.get_logger().info(
             f"model ready in {time.perf_counter() - t0:.1f} s: backend={self.p['backend']} "
@@ -236,7 +234,7 @@ class SegmentNode(Node):
             )
         self._last_stamp_ns = stamp
         try:
-            points, missing = conv.cloud_points(msg, self.segmenter.feature_fields, self.p["intensity_scale"])
+            points, missing = conv.cloud_points(msg, self.segmenter.input)
         except ValueError as e:
             self._warn(f"cloud on {topic} skipped: {e}", throttle=True)
             return None

@@ -15,33 +15,6 @@ from clip2scene_ros.evaluation.metrics import ConfusionMatrix, LabelMapping, res
 from clip2scene_ros.replay import bag as B
 
 
-def cloud_points(arr: np.ndarray, feature_fields: tuple[str, ...]) -> np.ndarray:
-    """[P, 3+F] float32 like the node builds them (missing feature fields -> zeros)."""
-    names = arr.dtype.names or ()
-    missing = [c for c in ("x", "y", "z") if c not in names]
-    if missing:
-        raise B.BagError(f"the LiDAR cloud has no {'/'.join(missing)} field (fields: {', '.join(names)})")
-    out = np.zeros((len(arr), 3 + len(feature_fields)), dtype=np.float32)
-    for i, name in enumerate(("x", "y", "z", *feature_fields)):
-        if name in names:
-            out[:, i] = arr[name]
-    return out
-
-
-def node_intensity_scale(config: str | Path | None = None) -> float:
-    """The ``intensity_scale`` segment_node applies (from its parameter YAML), so offline matches it."""
-    import yaml
-
-    from clip2scene_ros.resources import config_path
-
-    data = yaml.safe_load(Path(config or config_path("segment.yaml")).read_text()) or {}
-    for section in data.values():
-        params = (section or {}).get("ros__parameters", {})
-        if "intensity_scale" in params:
-            return float(params["intensity_scale"])
-    return 1.0
-
-
 def mapping_for(segmenter, gt_taxonomy: str, class_map: str | None = None) -> LabelMapping:
     vocab = segmenter.vocabulary
     classes = list(zip(vocab.ids, vocab.class_names, strict=True))
@@ -74,10 +47,10 @@ def evaluate_bag_offline(
 ) -> OfflineResult:
     """mIoU of ``segmenter`` (a :class:`~clip2scene_ros.inference.segmenter.Segmenter`) on a bag's frames.
 
-    ``intensity_scale``: as the node's parameter (None = the value in config/segment.yaml).
+    Clouds become model points through the segmenter's input contract, as in the node;
+    ``intensity_scale`` overrides the checkpoint's as the node's parameter does (None: keep it).
     """
-    scale = node_intensity_scale() if intensity_scale is None else float(intensity_scale)
-    fields = tuple(segmenter.feature_fields)
+    spec = segmenter.input if not intensity_scale else segmenter.input.replace(intensity_scale=intensity_scale)
     info = B.inspect_bag(bag)
     info.require_cloud(lidar_topic)
     if label_topic not in info.topics:
@@ -91,9 +64,10 @@ def evaluate_bag_offline(
     for _topic, msgtype, _t, raw in B.iter_raw(info.path, [lidar_topic]):
         msg = B.deserialize(raw, msgtype, store)
         stamp = B.header_stamp_ns(msg)
-        pts = cloud_points(B.cloud_array(msg), fields)
-        if scale != 1.0 and "intensity" in fields:
-            pts[:, 3 + fields.index("intensity")] *= scale
+        try:
+            pts, _ = spec.points_from_cloud(B.cloud_array(msg))
+        except ValueError as e:
+            raise B.BagError(f"{info.path}: LiDAR cloud at {stamp}: {e}") from e
         result = segmenter.segment(pts)
         labels[stamp] = result.labels
         if stamp in gt:

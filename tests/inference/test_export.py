@@ -8,9 +8,10 @@ import torch
 
 from clip2scene_ros.cli.main import main
 from clip2scene_ros.inference.backends import create_backend
-from clip2scene_ros.inference.export import TENSORRT_OPS, example_points, graph_ops, prepare_inputs, read_sidecar
+from clip2scene_ros.inference.export import TENSORRT_OPS, example_points, graph_ops, read_sidecar
 from clip2scene_ros.inference.tensorrt import TensorRTOptions, TensorRTUnavailable, profile_shapes, tensorrt_status
 from clip2scene_ros.models import create_model, save_checkpoint
+from clip2scene_ros.models.inputs import encode_points, prepare_inputs
 from clip2scene_ros.sparse.kmap import OFFSET_GROUPS, ROW_BUCKETS
 
 # Small but complete: every layer type, 5 levels, 2 heads.
@@ -63,7 +64,7 @@ def test_onnxruntime_equals_eager_at_two_voxel_counts(exported):
         counts.add(prep.num_voxels)
         got = dict(zip(["global", "local"], sess.run(None, prep.feeds())))
         with torch.no_grad():
-            ref = model.encode_points([torch.from_numpy(pts)])[0]  # unfolded BN, eager
+            ref = encode_points(model, [torch.from_numpy(pts)])[0]  # unfolded BN, eager
         for h in got:
             voxel_ref = np.zeros_like(got[h])
             voxel_ref[prep.point_rows] = ref[h].numpy()

@@ -72,7 +72,7 @@ def test_default_student_bf16_agreement_decides_auto(real_data):
     """``auto`` may pick bf16 for the shipped student only if its labels stay >= 99.5 % equal to fp32."""
     from safetensors.torch import load_file
 
-    from clip2scene_ros.inference.export import prepare_inputs
+    from clip2scene_ros.models.inputs import prepare_inputs
     from clip2scene_ros.nodes.parameters import default_checkpoint
     from clip2scene_ros.sparse.samples import load_real_frame
 

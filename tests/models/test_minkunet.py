@@ -17,6 +17,7 @@ from clip2scene_ros.models import (  # noqa: E402
     load_config,
     save_checkpoint,
 )
+from clip2scene_ros.models.inputs import encode_points  # noqa: E402
 from clip2scene_ros.sparse import voxelize  # noqa: E402
 from clip2scene_ros.sparse.samples import crop, lidar_like_scene, load_real_frame  # noqa: E402
 
@@ -111,19 +112,19 @@ def test_checkpoint_round_trip_plain_and_folded(tmp_path):
     model = _tiny()
     pts = torch.from_numpy(lidar_like_scene(4, beams=16, azimuth_steps=360))
     with torch.no_grad():
-        before = model.encode_points([pts])[0]
+        before = encode_points(model, [pts])[0]
     save_checkpoint(tmp_path / "a", model, extra={"step": 7})
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["model.json", "model.safetensors"]
     loaded, cfg, extra = load_checkpoint(tmp_path / "a")
     assert extra == {"step": 7} and cfg == model.config
     with torch.no_grad():
-        after = loaded.eval().encode_points([pts])[0]
+        after = encode_points(loaded.eval(), [pts])[0]
     assert torch.equal(before["global"], after["global"])
     save_checkpoint(tmp_path / "b", loaded.fold_bn())
     folded, _, _ = load_checkpoint(tmp_path / "b")
     assert folded.bn_folded
     with torch.no_grad():
-        assert (folded.encode_points([pts])[0]["local"] - before["local"]).abs().max() < TOL
+        assert (encode_points(folded, [pts])[0]["local"] - before["local"]).abs().max() < TOL
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_checkpoint(tmp_path)
 
@@ -133,7 +134,7 @@ def test_encode_points_batches_gathers_per_point_and_is_differentiable():
     a = torch.from_numpy(lidar_like_scene(5, beams=8, azimuth_steps=240))
     b = torch.from_numpy(lidar_like_scene(6, beams=8, azimuth_steps=180))
     b[3] = float("nan")
-    out = model.encode_points([a, b], voxel_size=0.2)
+    out = encode_points(model, [a, b], voxel_size=0.2)
     assert [o["global"].shape for o in out] == [(len(a), 8), (len(b), 8)]
     assert torch.equal(out[1]["local"][3], torch.zeros(8))
     # points in the same voxel share a feature
@@ -144,10 +145,10 @@ def test_encode_points_batches_gathers_per_point_and_is_differentiable():
     loss.backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
-    empty = model.encode_points([torch.zeros((0, 4))])
+    empty = encode_points(model, [torch.zeros((0, 4))])
     assert empty[0]["global"].shape == (0, 8)
     with pytest.raises(ValueError, match="columns"):
-        model.encode_points([torch.zeros((5, 3))])
+        encode_points(model, [torch.zeros((5, 3))])
 
 
 def test_torchsparse_spvnas_state_dict_round_trip():
@@ -163,6 +164,6 @@ def test_torchsparse_spvnas_state_dict_round_trip():
     import_torchsparse_minkunet(dst, {f"module.{k}": v for k, v in ts.items()})
     pts = [torch.from_numpy(lidar_like_scene(8, beams=8, azimuth_steps=240))]
     with torch.no_grad():
-        assert torch.equal(dst.encode_points(pts)[0]["global"], src.encode_points(pts)[0]["global"])
+        assert torch.equal(encode_points(dst, pts)[0]["global"], encode_points(src, pts)[0]["global"])
     with pytest.raises(ValueError, match="width"):
         import_torchsparse_minkunet(create_model("minkunet18", width=0.5, embed_dim=16), ts)

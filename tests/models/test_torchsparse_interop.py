@@ -33,7 +33,7 @@ from torchsparse_reference import (  # noqa: E402
     voxel_to_point,
 )
 
-from clip2scene_ros.models import create_model, import_torchsparse  # noqa: E402
+from clip2scene_ros.models import create_model, import_torchsparse, prepare_inputs  # noqa: E402
 from clip2scene_ros.sparse import voxelize  # noqa: E402
 from clip2scene_ros.sparse.pointvoxel import devoxelize, voxelize_mean  # noqa: E402
 from clip2scene_ros.sparse.samples import crop, lidar_like_scene, load_real_frame  # noqa: E402
@@ -62,8 +62,9 @@ def _pair(arch: str, seed: int = 0, classes: int = 16):
 
 def _ours_per_point(model, pts: torch.Tensor, voxel_size: float) -> torch.Tensor:
     with torch.no_grad():
-        out, rows = model.run_voxelized(pts, voxelize(pts, voxel_size), voxel_size)
-    return out["seg"].index_select(0, rows)
+        prep = prepare_inputs(model.config, pts, voxel_size)
+        out = model(prep.feats, prep.maps)
+    return out["seg"].index_select(0, prep.rows)
 
 
 @pytest.mark.real_data

@@ -6,6 +6,7 @@ import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
+from clip2scene_ros.models.inputs import InputSpec
 from clip2scene_ros.nodes import conversions as conv
 
 
@@ -28,7 +29,7 @@ def _big_endian_cloud(n: int = 50) -> tuple[PointCloud2, np.ndarray]:
 
 def test_big_endian_cloud_is_segmentable_and_its_output_little_endian():
     msg, arr = _big_endian_cloud()
-    pts = conv.points_from_array(conv.cloud_to_array(msg), ("intensity",))
+    pts, _ = conv.cloud_points(msg, InputSpec(intensity_scale=1.0))
     np.testing.assert_array_equal(pts[:, 0], arr["x"].astype(np.float32))
     np.testing.assert_array_equal(pts[:, 3], arr["intensity"].astype(np.float32))
     labels = np.arange(len(arr), dtype=np.uint16)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from clip2scene_ros.inference.segmenter import group_instances, load_vocabulary, palette, project_points
+from clip2scene_ros.inference.segmenter import group_instances, load_vocabulary, palette
+from clip2scene_ros.models.inputs import InputSpec
 from clip2scene_ros.nodes.camera_sync import CameraBuffer, LidarMasterSync
 from clip2scene_ros.nodes.frame_queue import FrameQueue
 from clip2scene_ros.nodes.static_tf import StaticTransformTree, add_transforms, pose_to_matrix
@@ -119,17 +120,6 @@ def test_group_instances_two_clusters():
     assert len(inst[0][2]) == 50
 
 
-def test_project_points_front_camera():
-    K = np.array([[100.0, 0, 50], [0, 100, 40], [0, 0, 1]])
-    # LiDAR x forward -> camera z forward (optical frame: x right, y down, z forward)
-    cam_from_lidar = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
-    xyz = np.array([[10, 0, 0], [10, 1, 0], [-10, 0, 0], [10, 100, 0]], dtype=np.float32)
-    uv, seen = project_points(xyz, K, cam_from_lidar, (80, 100))
-    assert seen.tolist() == [True, True, False, False]
-    np.testing.assert_allclose(uv[0], [50, 40])
-    np.testing.assert_allclose(uv[1], [40, 40])  # +y (left) -> smaller u
-
-
 # ---- conversions ----------------------------------------------------------------------------
 
 
@@ -161,7 +151,8 @@ def test_cloud_roundtrip_and_labelled_cloud_keeps_points():
 
     msg, arr = _cloud(100, pad=4)
     back = conv.cloud_to_array(msg)
-    pts = conv.points_from_array(back, ("intensity",))
+    pts, missing = InputSpec(intensity_scale=1.0).points_from_cloud(back)
+    assert missing == []
     np.testing.assert_array_equal(pts[:, 3], arr["intensity"])
     labels = np.arange(100, dtype=np.uint16)
     scores = np.linspace(0, 1, 100, dtype=np.float32)
@@ -182,7 +173,7 @@ def test_cloud_without_xyz_is_a_clear_error():
 
     msg, _ = _cloud(10, fields=("a", "b"))
     with pytest.raises(ValueError, match="no x/y/z"):
-        conv.points_from_array(conv.cloud_to_array(msg))
+        InputSpec().points_from_cloud(conv.cloud_to_array(msg))
 
 
 def test_images_encodings():

@@ -116,9 +116,11 @@ def test_camera_fusion_changes_only_seen_points(segmenter):
     img = np.random.default_rng(0).integers(0, 255, (96, 160, 3), dtype=np.uint8)
     plain = segmenter.segment(pts)
     fused = segmenter.segment(pts, [CameraInput("cam_front", img, K, cam_from_lidar)])
-    from clip2scene_ros.inference.segmenter import project_points
+    from clip2scene_ros.geometry import CameraModel
 
-    _, seen = project_points(pts[:, :3], K, cam_from_lidar, img.shape[:2])
+    # the pairs training would use: in front beyond 1 m, inside the image, not occluded (z-buffer)
+    pairs = segmenter.pairing.pair(pts[:, :3], [CameraModel("cam_front", K, cam_from_lidar, 160, 96)])
+    seen = pairs.seen_mask(len(pts))
     assert fused.num_fused == int(seen.sum()) > 0
     a, b = plain.unit_features(), fused.unit_features()
     changed = ~np.isclose(a, b, atol=1e-6).all(axis=1)

@@ -172,6 +172,8 @@ def test_finetune_text_init_equals_annotation_free_and_probe(reference, tmp_path
     from clip2scene_training.finetune import build_finetune_model, select_fraction
     from clip2scene_training.finetune import train as finetune
 
+    from clip2scene_ros.models.inputs import encode_points
+
     assert select_fraction(250, 0.01) == [0, 100, 200]
     assert len(select_fraction(250, 0.05, "random")) == 13 and select_fraction(3, 1.0) == [0, 1, 2]
     ref_out, _ = reference
@@ -182,7 +184,7 @@ def test_finetune_text_init_equals_annotation_free_and_probe(reference, tmp_path
     pts = np.random.default_rng(0).normal(0, 8, (3000, 4)).astype(np.float32)
     pts[:, 3] = np.abs(pts[:, 3]) / 10
     with torch.no_grad():
-        ft = model.encode_points([torch.from_numpy(pts)])[0]["seg"].argmax(1).numpy() + 1
+        ft = encode_points(model, [torch.from_numpy(pts)])[0]["seg"].argmax(1).numpy() + 1
     np.testing.assert_array_equal(ft, student.predict(pts))
 
     probe = load_config(FinetuneConfig, {

@@ -87,7 +87,9 @@ class Student:
 
     @torch.no_grad()
     def predict(self, points: np.ndarray) -> np.ndarray:
-        out = self.model.encode_points([torch.from_numpy(np.ascontiguousarray(points))], self.voxel_size)[0]
+        from clip2scene_ros.models.inputs import encode_points
+
+        out = encode_points(self.model, [torch.from_numpy(np.ascontiguousarray(points))], self.voxel_size)[0]
         if self.finetuned:
             return out["seg"].argmax(1).numpy() + 1
         scores = F.normalize(out["global"].float(), dim=-1) @ self.text.T

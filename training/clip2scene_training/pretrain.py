@@ -43,7 +43,8 @@ HELP = "CLIP2Scene pre-training from a frozen CLIP teacher (no 3D labels): Eq. 1
 
 
 class StudentForward(torch.nn.Module):
-    """Wraps ``model.encode_points`` as ``forward`` so DistributedDataParallel sees the call."""
+    """Wraps :func:`clip2scene_ros.models.inputs.encode_points` as ``forward`` so DistributedDataParallel
+    sees the call."""
 
     def __init__(self, model: torch.nn.Module, voxel_size: float):
         super().__init__()
@@ -51,7 +52,9 @@ class StudentForward(torch.nn.Module):
         self.voxel_size = voxel_size
 
     def forward(self, clouds: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        return self.model.encode_points(clouds, self.voxel_size)
+        from clip2scene_ros.models.inputs import encode_points
+
+        return encode_points(self.model, clouds, self.voxel_size)
 
 
 def build_teacher(spec, device: str):
