@@ -40,8 +40,9 @@ sys.path.insert(0, str(REPO / "tests" / "models"))
 
 from clip2scene_ros.inference.backends import session_options  # noqa: E402
 from clip2scene_ros.inference.cpu import cpu_info  # noqa: E402
-from clip2scene_ros.inference.export import export_onnx, prepare_inputs  # noqa: E402
+from clip2scene_ros.inference.export import export_onnx  # noqa: E402
 from clip2scene_ros.models import create_model, load_checkpoint  # noqa: E402
+from clip2scene_ros.models.inputs import prepare_inputs  # noqa: E402
 from clip2scene_ros.sparse import padded_tensors  # noqa: E402
 from clip2scene_ros.sparse.samples import lidar_like_scene, load_real_frame  # noqa: E402
 
