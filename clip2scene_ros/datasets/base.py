@@ -1,9 +1,11 @@
 """One sample structure for every dataset, and the pairing step they share.
 
 An adapter only reads its files into a :class:`Sample` (points in the key frame's LiDAR frame,
-earlier sweeps already registered into it, cameras with ``T_cam_from_lidar``); :func:`attach_pairs`
-then computes point-pixel pairs for the key frame and every sweep with the same geometry code the
-online node uses.
+earlier sweeps already registered into it, cameras with ``T_cam_from_lidar``, and the LiDAR's
+mounting as ``meta["base_from_lidar"]``); with ``frame="base_link"`` the sample is then moved into
+the gravity-aligned base frame models work in (:mod:`clip2scene_ros.geometry.frames`), and
+:func:`attach_pairs` computes point-pixel pairs for the key frame and every sweep with the same
+geometry code the online node uses.
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from clip2scene_ros.geometry import CameraModel, PointPixelPairs, pair_points_with_cameras
+from clip2scene_ros.geometry import CameraModel, PointPixelPairs, compose, invert_transform, transform_points
+from clip2scene_ros.geometry.projection import PairingConfig
 
-__all__ = ["CameraFrame", "Sweep", "Sample", "PairingConfig", "attach_pairs", "PointCloudDataset"]
+__all__ = ["CameraFrame", "Sweep", "Sample", "PairingConfig", "attach_pairs", "into_base_frame", "PointCloudDataset"]
+
+# "lidar": clouds as the LiDAR records them (the frame of checkpoints that record none);
+# "base_link": REP-103 base frame (x forward, y left, z up, ground at z = 0)
+FRAMES = ("lidar", "base_link")
 
 
 @dataclass
@@ -22,7 +29,7 @@ class CameraFrame:
     name: str
     image: np.ndarray  # uint8 [H, W, 3] RGB
     K: np.ndarray  # [3, 3]
-    T_cam_from_lidar: np.ndarray  # key-frame LiDAR -> camera optical frame, [4, 4]
+    T_cam_from_lidar: np.ndarray  # the sample's point frame (key-frame LiDAR or base) -> camera optical, [4, 4]
     depth: np.ndarray | None = None  # metric depth [H, W] when the source renders one (simulator)
     labels: np.ndarray | None = None  # pixel labels [H, W] (simulator; evaluation of the teacher only)
 
@@ -61,30 +68,32 @@ class Sample:
         return self.pairs.seen_mask(len(self.points))
 
 
-@dataclass
-class PairingConfig:
-    min_depth: float = 1.0
-    occlusion: str = "auto"  # auto: depth image when rendered, else the cloud's z-buffer
-    one_camera_per_point: bool = True
-    margin: float = 0.0
-
-
 def attach_pairs(sample: Sample, config: PairingConfig) -> Sample:
     if not sample.sweeps:
         sample.sweeps = [Sweep(sample.points, 0.0, sample.labels)]
     cams = [c.model() for c in sample.cameras]
     for sweep in sample.sweeps:
-        if not cams:
-            sweep.pairs = PointPixelPairs.empty()
-            continue
-        sweep.pairs = pair_points_with_cameras(
-            sweep.points,
-            cams,
-            min_depth=config.min_depth,
-            margin=config.margin,
-            occlusion=config.occlusion,
-            one_camera_per_point=config.one_camera_per_point,
-        )
+        sweep.pairs = config.pair(sweep.points, cams) if cams else PointPixelPairs.empty()
+    return sample
+
+
+def into_base_frame(sample: Sample) -> Sample:
+    """Move points, sweeps and camera extrinsics from the LiDAR frame into the base frame."""
+    if sample.meta.get("points_frame") == "base_link":
+        return sample
+    base_from_lidar = sample.meta.get("base_from_lidar")
+    if base_from_lidar is None:
+        raise ValueError(f"{sample.dataset} sample {sample.token} has no LiDAR mounting (base_from_lidar): "
+                         "this dataset has no base frame; use frame='lidar'")  # fmt: skip
+    T = np.asarray(base_from_lidar, dtype=np.float64)
+    lidar_from_base = invert_transform(T)
+    key_points = sample.points
+    sample.points = transform_points(T, sample.points)
+    for sweep in sample.sweeps:
+        sweep.points = sample.points if sweep.points is key_points else transform_points(T, sweep.points)
+    for cam in sample.cameras:
+        cam.T_cam_from_lidar = compose(cam.T_cam_from_lidar, lidar_from_base)
+    sample.meta["points_frame"] = "base_link"
     return sample
 
 
@@ -94,11 +103,14 @@ class PointCloudDataset:
     name = "base"
     class_names: list[str] = []
 
-    def __init__(self, pairing: PairingConfig | None = None, num_sweeps: int = 1):
+    def __init__(self, pairing: PairingConfig | None = None, num_sweeps: int = 1, frame: str = "lidar"):
         if num_sweeps < 1:
             raise ValueError(f"num_sweeps must be >= 1 (1 = key frame only), got {num_sweeps}")
+        if frame not in FRAMES:
+            raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
         self.pairing = pairing or PairingConfig()
         self.num_sweeps = num_sweeps
+        self.frame = frame
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -109,4 +121,7 @@ class PointCloudDataset:
     def __getitem__(self, index: int) -> Sample:
         if not 0 <= index < len(self):
             raise IndexError(f"{self.name}: index {index} out of range (len {len(self)})")
-        return attach_pairs(self.load(index), self.pairing)
+        sample = self.load(index)
+        if self.frame == "base_link":
+            sample = into_base_frame(sample)
+        return attach_pairs(sample, self.pairing)

@@ -44,8 +44,9 @@ class NuScenesDataset(PointCloudDataset):
         pairing: PairingConfig | None = None,
         intensity_scale: float = 1.0 / 255.0,
         seed: int = 0,
+        frame: str = "lidar",
     ):
-        super().__init__(pairing, num_sweeps)
+        super().__init__(pairing, num_sweeps, frame)
         self.root = Path(root)
         self.version = version
         table_dir = self.root / version
@@ -175,5 +176,7 @@ class NuScenesDataset(PointCloudDataset):
             labels,
             cameras,
             sweeps,
-            meta={"lidar_token": lidar["token"], "timestamp": sample["timestamp"]},
+            # LIDAR_TOP (x right, y forward) -> ego, whose origin is the rear axle centre on the ground
+            meta={"lidar_token": lidar["token"], "timestamp": sample["timestamp"],
+                  "base_from_lidar": nuscenes_record_transform(lidar_cs)},  # fmt: skip
         )

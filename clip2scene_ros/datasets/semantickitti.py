@@ -19,6 +19,8 @@ from clip2scene_ros.geometry import (
     read_kitti_calib,
     register_sweep,
 )
+from clip2scene_ros.geometry.frames import KITTI_VELODYNE_POSE
+from clip2scene_ros.geometry.transforms import pose_to_matrix
 
 TRAIN_SEQUENCES = ["00", "01", "02", "03", "04", "05", "06", "07", "09", "10"]
 VAL_SEQUENCES = ["08"]
@@ -43,8 +45,11 @@ class SemanticKITTIDataset(PointCloudDataset):
         load_images: bool = True,
         pairing: PairingConfig | None = None,
         camera: int = 2,
+        frame: str = "lidar",
+        velodyne_pose: tuple[float, ...] = KITTI_VELODYNE_POSE,
     ):
-        super().__init__(pairing, num_sweeps)
+        super().__init__(pairing, num_sweeps, frame)
+        self.base_from_velodyne = pose_to_matrix(velodyne_pose)
         self.root = Path(root)
         seq_root = self.root / "sequences" if (self.root / "sequences").is_dir() else self.root
         if isinstance(sequences, str):
@@ -121,4 +126,5 @@ class SemanticKITTIDataset(PointCloudDataset):
                     break
                 reg = register_sweep(self._scan(seq_dir, f"{j:06d}"), poses[j], tr, poses[i], tr)
                 sweeps.append(Sweep(reg, 0.1 * k))
-        return Sample(f"{seq_dir.name}/{frame}", self.name, points, labels, cameras, sweeps)
+        return Sample(f"{seq_dir.name}/{frame}", self.name, points, labels, cameras, sweeps,
+                      meta={"base_from_lidar": self.base_from_velodyne})  # fmt: skip

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from clip2scene_ros.datasets.base import CameraFrame, PairingConfig, PointCloudDataset, Sample, Sweep
-from clip2scene_ros.geometry import compose, invert_transform, register_sweep, transform_points
+from clip2scene_ros.geometry import compose, invert_transform, register_sweep
 
 
 def synthetic_class_names() -> list[str]:
@@ -43,10 +43,7 @@ class SyntheticDataset(PointCloudDataset):
         render_cameras: bool = True,
         frame: str = "lidar",
     ):
-        super().__init__(pairing, num_sweeps)
-        if frame not in ("lidar", "base_link"):
-            raise ValueError(f"frame={frame!r}: use lidar (the sensor's own) or base_link (REP-103, ground at z=0)")
-        self.frame = frame
+        super().__init__(pairing, num_sweeps, frame)
         from clip2scene_ros.sim import SimConfig
 
         if seeds is None:  # the simulator's fixed, disjoint seed splits (config/sim/splits.yaml)
@@ -114,13 +111,6 @@ class SyntheticDataset(PointCloudDataset):
             pts[:, 3] /= 255.0
             reg = register_sweep(pts, f.ego_pose, f.lidar_to_ego, key.ego_pose, key.lidar_to_ego)
             sweeps.append(Sweep(reg, (key.timestamp_ns - f.timestamp_ns) * 1e-9, f.labels.astype(np.int64)))
-        if self.frame == "base_link":  # the ego frame: x forward, y left, z up, ground at z = 0
-            base_from_lidar = key.lidar_to_ego
-            for sw in sweeps:
-                sw.points[:, :3] = transform_points(base_from_lidar, sw.points[:, :3]).astype(np.float32)
-            lidar_from_base = invert_transform(base_from_lidar)
-            for c in cameras:
-                c.T_cam_from_lidar = compose(c.T_cam_from_lidar, lidar_from_base)
         return Sample(
             f"synthetic/{seed}/{k}",
             self.name,
@@ -128,5 +118,5 @@ class SyntheticDataset(PointCloudDataset):
             labels,
             cameras,
             sweeps,
-            meta={"seed": seed, "frame": k},
+            meta={"seed": seed, "frame_index": k, "base_from_lidar": key.lidar_to_ego},
         )

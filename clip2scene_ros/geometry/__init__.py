@@ -1,5 +1,5 @@
-"""Geometry shared by training and the online node: transforms, calibration, projection, pairing,
-sweep registration and grid grouping (numpy only, ROS-free, array in / array out)."""
+"""Geometry shared by training and the online node: transforms, the models' coordinate frame,
+calibration, projection, pairing, sweep registration and grid grouping (numpy only, ROS-free)."""
 
 from clip2scene_ros.geometry.calibration import (
     kitti_camera_from_velodyne,
@@ -8,9 +8,11 @@ from clip2scene_ros.geometry.calibration import (
     nuscenes_record_transform,
     read_kitti_calib,
 )
+from clip2scene_ros.geometry.frames import ModelFrame, as_transform, to_base
 from clip2scene_ros.geometry.grids import grid_groups
 from clip2scene_ros.geometry.projection import (
     CameraModel,
+    PairingConfig,
     PointPixelPairs,
     depth_image_visibility,
     in_image_mask,
@@ -24,13 +26,25 @@ from clip2scene_ros.geometry.transforms import (
     compose,
     invert_transform,
     make_transform,
+    matrix_to_pose,
+    matrix_to_quaternion,
+    pose_to_matrix,
     quaternion_to_matrix,
+    rotation_rpy,
     transform_points,
 )
 
 __all__ = [
     "CameraModel",
+    "ModelFrame",
+    "PairingConfig",
     "PointPixelPairs",
+    "as_transform",
+    "matrix_to_pose",
+    "matrix_to_quaternion",
+    "pose_to_matrix",
+    "rotation_rpy",
+    "to_base",
     "compose",
     "depth_image_visibility",
     "grid_groups",

@@ -1,6 +1,7 @@
 """Pinhole projection and point-pixel pairing with image-bound and occlusion (depth) tests.
 
-Array in, array out; shared by training (clip2scene_training) and the online node.
+Array in, array out; shared by training (dataset pairing) and the online node (camera fusion), which
+pair through one :class:`PairingConfig` so both see the same points.
 
 Pixel convention: ``uv`` are continuous pixel coordinates from ``K @ p_cam / z``; a point is inside
 an image of size (W, H) when ``margin <= u < W - margin`` and ``margin <= v < H - margin`` (the
@@ -25,6 +26,7 @@ __all__ = [
     "depth_image_visibility",
     "zbuffer_visibility",
     "pair_points_with_cameras",
+    "PairingConfig",
 ]
 
 OCCLUSION_MODES = ("auto", "depth_image", "zbuffer", "none")
@@ -273,3 +275,29 @@ def pair_points_with_cameras(
         first[1:] = pairs.point_index[order][1:] != pairs.point_index[order][:-1]
         pairs = pairs.select(np.sort(order[first]))
     return pairs
+
+
+@dataclass
+class PairingConfig:
+    """How points pair with pixels: the same defaults for training targets and online fusion."""
+
+    min_depth: float = 1.0
+    occlusion: str = "auto"  # auto: depth image when rendered, else the cloud's z-buffer
+    one_camera_per_point: bool = True
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.occlusion not in OCCLUSION_MODES:
+            raise ValueError(f"occlusion must be one of {OCCLUSION_MODES}, got {self.occlusion!r}")
+        if not self.min_depth >= 0 or not self.margin >= 0:
+            raise ValueError(f"min_depth and margin must be >= 0, got {self.min_depth}, {self.margin}")
+
+    def pair(self, points_xyz: np.ndarray, cameras: Sequence[CameraModel]) -> PointPixelPairs:
+        return pair_points_with_cameras(
+            points_xyz,
+            cameras,
+            min_depth=self.min_depth,
+            margin=self.margin,
+            occlusion=self.occlusion,
+            one_camera_per_point=self.one_camera_per_point,
+        )

@@ -2,7 +2,8 @@
 
 Convention: ``T_a_from_b`` maps homogeneous points in frame ``b`` to frame ``a``
 (``p_a = T_a_from_b @ p_b``). Quaternions are (w, x, y, z) as in nuScenes and ROS' geometry
-order is converted by the caller.
+order is converted by the caller. Euler angles follow REP-103: roll, pitch, yaw about the fixed
+x, y, z axes (``R = Rz(yaw) @ Ry(pitch) @ Rx(roll)``), as in a URDF ``rpy`` or ``static_transform_publisher``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import numpy as np
 
 __all__ = [
     "quaternion_to_matrix",
+    "matrix_to_quaternion",
+    "rotation_rpy",
+    "pose_to_matrix",
+    "matrix_to_pose",
     "make_transform",
     "invert_transform",
     "transform_points",
@@ -36,6 +41,59 @@ def quaternion_to_matrix(q_wxyz: Sequence[float]) -> np.ndarray:
             [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
         ]
     )
+
+
+def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
+    """Unit (w, x, y, z) quaternion with w >= 0 of a 3x3 rotation (or the rotation of a 4x4)."""
+    r = np.asarray(rotation, dtype=np.float64)[:3, :3]
+    tr = np.trace(r)
+    # Shepperd's method: divide by the largest of the four candidates for numerical stability
+    if tr > 0:
+        s = np.sqrt(tr + 1.0) * 2
+        q = [0.25 * s, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s]
+    elif r[0, 0] > r[1, 1] and r[0, 0] > r[2, 2]:
+        s = np.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2]) * 2
+        q = [(r[2, 1] - r[1, 2]) / s, 0.25 * s, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s]
+    elif r[1, 1] > r[2, 2]:
+        s = np.sqrt(1.0 + r[1, 1] - r[0, 0] - r[2, 2]) * 2
+        q = [(r[0, 2] - r[2, 0]) / s, (r[0, 1] + r[1, 0]) / s, 0.25 * s, (r[1, 2] + r[2, 1]) / s]
+    else:
+        s = np.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1]) * 2
+        q = [(r[1, 0] - r[0, 1]) / s, (r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, 0.25 * s]
+    q = np.asarray(q) / np.linalg.norm(q)
+    return q if q[0] >= 0 else -q
+
+
+def rotation_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """3x3 rotation ``Rz(yaw) @ Ry(pitch) @ Rx(roll)`` (radians, REP-103 fixed axes)."""
+    cr, sr, cp, sp, cy, sy = np.cos(roll), np.sin(roll), np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw)
+    return np.array(
+        [
+            [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+            [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+            [-sp, cp * sr, cp * cr],
+        ]
+    )
+
+
+def pose_to_matrix(pose: Sequence[float]) -> np.ndarray:
+    """4x4 transform of a pose ``(x, y, z, roll, pitch, yaw)`` (metres, radians)."""
+    p = np.asarray(pose, dtype=np.float64).reshape(-1)
+    if p.shape != (6,) or not np.isfinite(p).all():
+        raise ValueError(f"a pose needs 6 finite numbers (x, y, z, roll, pitch, yaw), got {list(np.ravel(pose))}")
+    return make_transform(rotation_rpy(*p[3:]), p[:3])
+
+
+def matrix_to_pose(T: np.ndarray) -> np.ndarray:
+    """``(x, y, z, roll, pitch, yaw)`` of a rigid 4x4 transform (inverse of :func:`pose_to_matrix`)."""
+    T = _check_transform(T)
+    r = T[:3, :3]
+    pitch = np.arcsin(np.clip(-r[2, 0], -1.0, 1.0))
+    if abs(r[2, 0]) < 1 - 1e-9:
+        roll, yaw = np.arctan2(r[2, 1], r[2, 2]), np.arctan2(r[1, 0], r[0, 0])
+    else:  # gimbal lock: only roll - yaw (or roll + yaw) is defined; put it all in yaw
+        roll, yaw = 0.0, np.arctan2(-r[0, 1], r[1, 1])
+    return np.array([*T[:3, 3], roll, pitch, yaw])
 
 
 def make_transform(rotation: np.ndarray | Sequence[float], translation: Sequence[float]) -> np.ndarray:

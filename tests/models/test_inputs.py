@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clip2scene_ros.geometry.frames import KITTI_VELODYNE_POSE, SIM_LIDAR_TOP_POSE
 
 from clip2scene_ros.geometry import ModelFrame, pose_to_matrix
+from clip2scene_ros.geometry.frames import KITTI_VELODYNE_POSE, SIM_LIDAR_TOP_POSE
 from clip2scene_ros.models import create_model, load_checkpoint, save_checkpoint
 from clip2scene_ros.models.inputs import (
     DEFAULT_INTENSITY_SCALE,
@@ -48,7 +48,7 @@ def test_checkpoints_record_the_contract(tmp_path):
     assert InputSpec.from_checkpoint(tmp_path / "a") == spec
     load_checkpoint(tmp_path / "a")  # the weights load as before
     # a frame named in extra (as training writes it) is the recorded frame when no spec is given
-    save_checkpoint(tmp_path / "b", model, extra={"frame": {"name": "base"}})
+    save_checkpoint(tmp_path / "b", model, extra={"frame": {"name": "base_link"}})
     assert InputSpec.from_checkpoint(tmp_path / "b").frame == ModelFrame.base()
     with pytest.raises(ValueError, match="column order"):
         save_checkpoint(tmp_path / "c", model, input_spec=spec.replace(fields=("ring", "intensity")))
