@@ -128,16 +128,11 @@ def model_frame(extra: dict) -> dict:
 
 
 def kitti_to_model_frame(points: np.ndarray, frame: dict, mount_height: float = KITTI_MOUNT_HEIGHT) -> np.ndarray:
-    """KITTI Velodyne points -> the model's input frame (columns beyond xyz are kept)."""
-    out = points.copy()
-    x, y, z = points[:, 0], points[:, 1], points[:, 2]
-    if frame.get("name") == "lidar_top":
-        # nuScenes LIDAR_TOP: x right, y forward, z up, the sensor at its own mount height
-        out[:, 0], out[:, 1] = -y, x
-        out[:, 2] = z + mount_height - float(frame.get("mount", LEGACY_FRAME["mount"])[2])
-    else:  # REP-103 base frame: x forward, y left, z up, ground at z = 0
-        out[:, 2] = z + mount_height
-    return out
+    """KITTI Velodyne points (x forward, y left, ``mount_height`` above the road) -> the model's
+    input frame (:class:`~clip2scene_ros.geometry.frames.ModelFrame`); columns beyond xyz are kept."""
+    from clip2scene_ros.geometry.frames import ModelFrame
+
+    return ModelFrame.from_dict(frame).to_model(points, (0.0, 0.0, mount_height, 0.0, 0.0, 0.0))
 
 
 # ---- evaluation ------------------------------------------------------------------------------

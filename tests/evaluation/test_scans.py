@@ -72,8 +72,8 @@ def test_frames():
     p = np.array([[10.0, 2.0, -1.73, 0.5]], np.float32)
     base = S.kitti_to_model_frame(p, {"name": "base_link"})
     np.testing.assert_allclose(base, [[10.0, 2.0, 0.0, 0.5]], atol=1e-6)
-    top = S.kitti_to_model_frame(p, S.LEGACY_FRAME)  # x right, y forward, mounted at 1.84 m
-    np.testing.assert_allclose(top, [[-2.0, 10.0, -1.84, 0.5]], atol=1e-6)
+    top = S.kitti_to_model_frame(p, S.LEGACY_FRAME)  # x right, y forward, 0.94 m ahead, mounted at 1.84 m
+    np.testing.assert_allclose(top, [[-2.0, 10.0 - 0.943713, -1.84023, 0.5]], atol=1e-5)
     assert (
         S.model_frame({})["name"] == "lidar_top"
         and S.model_frame({"frame": {"name": "base_link"}})["name"] == "base_link"

@@ -12,7 +12,7 @@ from clip2scene_ros.cli.main import main
 from clip2scene_ros.inference.backends import create_backend
 from clip2scene_ros.inference.export import TENSORRT_OPS, example_points, graph_ops, read_sidecar
 from clip2scene_ros.inference.tensorrt import TensorRTOptions, profile_shapes
-from clip2scene_ros.models import SPVCNN, create_model, list_models, load_checkpoint, save_checkpoint
+from clip2scene_ros.models import SPVCNN, create_model, encode_points, list_models, load_checkpoint, save_checkpoint
 
 SMALL = dict(width=0.125, layers=[1, 1, 1, 1, 1, 1, 1, 1], embed_dim=16, voxel_size=0.2)
 
@@ -72,8 +72,8 @@ def test_spvcnn_checkpoint_folding_and_batched_encode_points(tmp_path):
     clouds = [torch.from_numpy(example_points(1500, seed=s)) for s in (1, 2)]
     clouds[1][:3, 0] = float("inf")
     with torch.no_grad():
-        ref = model.encode_points(clouds)
-        alone = model.encode_points([clouds[0]])[0]
+        ref = encode_points(model, clouds)
+        alone = encode_points(model, [clouds[0]])[0]
     assert [r["global"].shape[0] for r in ref] == [1500, 1500]
     assert (ref[0]["global"] - alone["global"]).abs().max() < 1e-5  # clouds of a batch do not mix
     assert not ref[1]["local"][:3].any() and ref[1]["local"][3:].abs().sum(1).min() > 0
@@ -85,11 +85,11 @@ def test_spvcnn_checkpoint_folding_and_batched_encode_points(tmp_path):
         loaded, cfg, _ = load_checkpoint(tmp_path / d)
         assert isinstance(loaded, SPVCNN) and loaded.bn_folded == (d == "b")
         with torch.no_grad():
-            out = loaded.eval().encode_points(clouds)
+            out = encode_points(loaded.eval(), clouds)
         assert max((o["global"] - r["global"]).abs().max() for o, r in zip(out, ref)) < 1e-4
 
     model.train()
-    out = model.encode_points(clouds)
+    out = encode_points(model, clouds)
     (out[0]["global"].square().mean() + out[1]["local"].mean()).backward()
     for name in ("point_transforms.2.linear.weight", "stem.0.conv.weight", "enc_blocks.3.0.conv1.conv.weight"):
         grad = dict(model.named_parameters())[name].grad
