@@ -12,7 +12,7 @@ HELP = "send a free-text query to a running segment_node (/query_text) and print
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", help="the phrase, e.g. 'a parked car'")
     parser.add_argument("--service", default="/query_text", help="service name (default /query_text)")
-    parser.add_argument("--threshold", type=float, default=0.0, help="minimum cosine similarity")
+    parser.add_argument("--threshold", type=float, default=0.0, help="minimum relevance (0: >= 0.5)")
     parser.add_argument("--top-k", type=int, default=0, help="return the k best points instead (0 = off)")
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the service")
     parser.add_argument("--json", action="store_true", help="print the full answer as one JSON line")

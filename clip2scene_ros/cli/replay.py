@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame-timeout", type=float, default=30.0, help="seconds to wait for one output")
     p.add_argument("--query", action="append", default=[], help="after the last frame, ask /query_text (repeatable)")
     p.add_argument("--top-k", type=int, default=0, help="queries return the k best points (0 = threshold)")
-    p.add_argument("--threshold", type=float, default=0.0, help="queries: minimum cosine similarity")
+    p.add_argument("--threshold", type=float, default=0.0, help="queries: minimum relevance (0: >= 0.5)")
     p.add_argument("--no-progress", action="store_true")
     n = p.add_argument_group("node (started for the replay unless --connect)")
     n.add_argument("--connect", metavar="NODE", help="use a running node, e.g. /segment_node")
