@@ -5,7 +5,8 @@ loop at 10 Hz while a client sends a new, never-seen phrase to /query_text every
 bad-input message every 5 s (cycling through the bad-input matrix: empty cloud, cloud without x/y/z,
 NaN/Inf points, points far beyond the voxel hash range, a big-endian cloud, a cloud larger than
 max_points, a time jump backwards, an empty / over-long / NaN-threshold query). The node's resident
-memory (RSS, its whole process tree) is sampled every second.
+memory (its whole process tree) is sampled every second: anonymous RSS (heap, where a leak shows)
+and all RSS (file-backed pages too, which come and go with the machine's memory pressure).
 
 rss_growth_pct compares the mean RSS of the last minute with the first minute after a one-minute
 warm-up (shorter runs scale both windows to a third of the run). Targets for a 10-minute run: growth
@@ -40,8 +41,12 @@ def phrases():
         yield f"a {a} {n} {i}"
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """RSS of a process and its children (from /proc; 0 once it is gone)."""
+def tree_rss_bytes(pid: int, field: str = "RssAnon") -> int:
+    """Resident memory of a process and its children (from /proc; 0 once it is gone).
+
+    ``RssAnon`` (heap and other private memory) by default: a leak shows there, while file-backed
+    pages (libraries, mapped weights) come and go with the machine's memory pressure.
+    """
     total = 0
     try:
         kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -49,11 +54,11 @@ def tree_rss_bytes(pid: int) -> int:
         kids = []
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 total += int(line.split()[1]) * 1024
     except OSError:
         return 0
-    return total + sum(tree_rss_bytes(int(k)) for k in kids)
+    return total + sum(tree_rss_bytes(int(k), field) for k in kids)
 
 
 class Client:
@@ -251,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             nxt += args.phrase_period
             stop.wait(max(0.0, nxt - time.monotonic()))
 
-    rss: list[tuple[float, int]] = []
+    rss: list[tuple[float, int]] = []  # anonymous resident memory (the growth figure)
+    rss_total: list[tuple[float, int]] = []  # all resident memory, file-backed pages included
     t0 = time.monotonic()
     duration = args.minutes * 60
     qthread = threading.Thread(target=query_loop, daemon=True)
@@ -269,9 +275,11 @@ def main(argv: list[str] | None = None) -> int:
                 break
             if now >= next_rss:
                 rss.append((now - t0, tree_rss_bytes(proc.proc.pid)))
+                rss_total.append((now - t0, tree_rss_bytes(proc.proc.pid, "VmRSS")))
                 next_rss += 1.0
                 if len(rss) % 60 == 0:
-                    print(f"  {len(rss) // 60:3d} min: RSS {rss[-1][1] / 2**20:.0f} MB, in {stats['frames_in']}, "
+                    print(f"  {len(rss) // 60:3d} min: RSS anon {rss[-1][1] / 2**20:.0f} MB / all "
+                          f"{rss_total[-1][1] / 2**20:.0f} MB, in {stats['frames_in']}, "
                           f"out {client.frames_out}, queries {stats['queries']} (refused {stats['refused']}, "
                           f"unanswered {stats['query_errors']})", flush=True)  # fmt: skip
             if now >= next_bad:
@@ -305,11 +313,15 @@ def main(argv: list[str] | None = None) -> int:
             crashes += 1
     elapsed = time.monotonic() - t0
     pct, first_mb, last_mb = growth(rss, min(elapsed, duration))
+    pct_total, first_total, last_total = growth(rss_total, min(elapsed, duration))
     warnings = sum("WARN" in line for line in proc.lines)
     disk = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) if cache.exists() else 0
     load = os.getloadavg()
     print(f"ran {elapsed / 60:.1f} min; load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
-    print(f"RSS first window {first_mb:.1f} MB -> last window {last_mb:.1f} MB ({pct:+.2f} %, target < 5 %)")
+    print(
+        f"anonymous RSS first window {first_mb:.1f} MB -> last window {last_mb:.1f} MB ({pct:+.2f} %, target < 5 %); "
+        f"all RSS {first_total:.1f} -> {last_total:.1f} MB ({pct_total:+.2f} %)"
+    )
     print(f"frames in {stats['frames_in']}, out {frames_out}; queries {stats['queries']}: answered "
           f"{stats['answered']}, refused {stats['refused']}, unanswered {stats['query_errors']}; "
           f"bad inputs {stats['bad_inputs']}; node warnings {warnings}; crashes {crashes}; "
@@ -319,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "frames_out": frames_out, "queries": stats["queries"], "query_errors": stats["query_errors"],
         "queries_refused": stats["refused"], "bad_inputs": stats["bad_inputs"], "minutes": round(elapsed / 60, 2),
         "rss_first_mb": round(first_mb, 1), "rss_last_mb": round(last_mb, 1), "text_cache_disk_kb": disk // 1024,
+        "rss_total_growth_pct": round(pct_total, 3),
         "load_avg_1m": round(load[0], 2), "threads": args.threads,
     }))  # fmt: skip
     return 0 if crashes == 0 and stats["query_errors"] == 0 else 1
