@@ -50,14 +50,16 @@ def _per_offset(x: Tensor, weights: list[Tensor], segs: list[Tensor], cout: int)
         xg = x.index_select(0, torch.cat(list(segs)))
         ys = [part @ w for part, w in zip(torch.split(xg, [int(q.shape[0]) for q in segs]), weights)]
         return torch.cat([*ys, x.new_zeros((1, cout))], 0)
-    total = sum(int(s.shape[0]) for s in segs)
+    # inference: one gather for all offsets, each offset's matmul written into its slice
+    sizes = [int(q.shape[0]) for q in segs]
+    total = sum(sizes)
+    xg = x.index_select(0, torch.cat(list(segs)))
     ycat = x.new_empty((total + 1, cout))
     ycat[total].zero_()
     start = 0
-    for seg, w in zip(segs, weights):
-        n = int(seg.shape[0])
+    for n, w in zip(sizes, weights):
         if n:
-            torch.mm(x.index_select(0, seg), w, out=ycat[start : start + n])
+            torch.mm(xg[start : start + n], w, out=ycat[start : start + n])
         start += n
     return ycat
 
@@ -211,9 +213,8 @@ def down_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: DownMap | Padde
         n_c = m.child_table.shape[0]
         out = ycat.index_select(0, m.child_table.T.reshape(-1)).view(8, n_c, cout).to(acc_t).sum(0)
         return _finish(out, bias, relu, x.dtype)
-    out = ycat.index_select(0, m.child_table[:, 0]).to(acc_t)
-    for a in range(1, 8):
-        out = out + ycat.index_select(0, m.child_table[:, a])
+    n_c = m.child_table.shape[0]
+    out = ycat.index_select(0, m.child_table.reshape(-1)).view(n_c, 8, cout).to(acc_t).sum(1)
     return _finish(out, bias, relu, x.dtype)
 
 
