@@ -6,7 +6,9 @@ DDS, like a driver would publish them. Two cases: nuScenes density (32 beams, ~3
 ``dense64`` (64 beams, ~120k points, HDL-64/KITTI density). Frames come from the synthetic world
 (a few distinct sweeps, cycled). Per case: throughput (outputs per second over the replay),
 drops (frames with no output), latency publish -> labelled cloud received (p50/p95, same
-clock), and the node's own forward time per frame (p50, from its per-frame debug log).
+clock), the node's own forward time per frame (p50, from its per-frame debug log), and the CPU
+time one frame costs the same core in this process at 1 thread (``cpu_ms_per_frame_1t``; the
+figure other processes on the machine distort least).
 
 Targets (35k case): throughput_hz >= 10, drops = 0, latency_p95_ms <= 150. The CPU model and
 flags are printed, and the load average before and after each case: other processes sharing
@@ -44,6 +46,36 @@ def sim_frames(beams: int, points_per_ring: int, n: int) -> list[np.ndarray]:
 
     cfg = SimConfig.default().with_overrides(**{"lidar.beams": beams, "lidar.points_per_ring": points_per_ring})
     return [f.points for f in generate_sequence(cfg, seed=11, num_frames=n, cameras=False)]
+
+
+def cpu_cost(frames: list[np.ndarray], repeats: int) -> dict:
+    """CPU time per frame of the core the node runs (Segmenter with the default model and settings,
+    in this process, 1 thread): the work a frame costs, which other processes on the machine
+    inflate far less than wall time. Under 100 CPU-ms a frame leaves room for 10 Hz on one core."""
+    import torch
+
+    from clip2scene_ros.inference.segmenter import Segmenter, SegmenterConfig
+    from clip2scene_ros.nodes.parameters import default_checkpoint
+
+    torch.set_num_threads(1)
+    seg = Segmenter.from_config(SegmenterConfig(checkpoint=str(default_checkpoint())))
+    clouds = []
+    for f in frames:
+        pts = f[:, : 3 + len(seg.feature_fields)].astype(np.float32)
+        pts[:, 3:] /= 255.0  # the node's intensity_scale for 0..255 sensors
+        clouds.append(pts)
+    seg.segment(clouds[0])
+    cpu, wall = [], []
+    for i in range(repeats):
+        c, t = time.process_time(), time.perf_counter()
+        seg.segment(clouds[i % len(clouds)])
+        cpu.append((time.process_time() - c) * 1e3)
+        wall.append((time.perf_counter() - t) * 1e3)
+    return {
+        "precision": seg.backend.precision,
+        "cpu_ms_per_frame_1t": float(np.median(cpu)),
+        "wall_ms_per_frame_1t": float(np.median(wall)),
+    }
 
 
 def replay(frames: list[np.ndarray], n: int, rate: float, threads: int, extra: list[str]) -> dict:
@@ -120,6 +152,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--distinct", type=int, default=4, help="distinct simulated sweeps, cycled")
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--cost-repeats", type=int, default=20, help="frames timed in-process for the CPU cost")
     ap.add_argument("-p", "--param", action="append", default=[], help="extra node parameter name:=value")
     args = ap.parse_args()
 
@@ -136,11 +169,13 @@ def main() -> int:
         load_before = os.getloadavg()[0]
         r = replay(frames, args.frames, args.rate, args.threads, extra)
         r.update(points_per_frame=points, load_before=round(load_before, 2), load_after=round(os.getloadavg()[0], 2))
+        r.update(cpu_cost(frames, args.cost_repeats))
         results[case] = r
         print(f"\n{case}: {points} points/frame, {args.frames} frames at {args.rate:g} Hz, {args.threads} threads")
         print(f"  node: {r['model']}")
         for k in ("throughput_hz", "drops", "node_queue_drops", "latency_p50_ms", "latency_p95_ms",
-                  "forward_ms_p50", "forward_ms_p95", "load_before", "load_after"):  # fmt: skip
+                  "forward_ms_p50", "forward_ms_p95", "load_before", "load_after", "precision",
+                  "cpu_ms_per_frame_1t", "wall_ms_per_frame_1t"):  # fmt: skip
             v = r[k]
             print(f"  {k:<20}{v:>10.1f}" if isinstance(v, float) else f"  {k:<20}{v:>10}")
     main_case = results.get("nuscenes")
