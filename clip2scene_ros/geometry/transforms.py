@@ -8,11 +8,15 @@ x, y, z axes (``R = Rz(yaw) @ Ry(pitch) @ Rx(roll)``), as in a URDF ``rpy`` or `
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 __all__ = [
+    "translation",
+    "rot_y",
+    "rot_z",
     "quaternion_to_matrix",
     "matrix_to_quaternion",
     "rotation_rpy",
@@ -23,6 +27,29 @@ __all__ = [
     "transform_points",
     "compose",
 ]
+
+
+def translation(x: float, y: float, z: float) -> np.ndarray:
+    """4x4 pure translation."""
+    m = np.eye(4)
+    m[:3, 3] = (x, y, z)
+    return m
+
+
+def rot_z(yaw: float) -> np.ndarray:
+    """4x4 rotation about z by ``yaw`` radians (counter-clockwise seen from above)."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    m = np.eye(4)
+    m[:2, :2] = [[c, -s], [s, c]]
+    return m
+
+
+def rot_y(pitch: float) -> np.ndarray:
+    """4x4 rotation about y by ``pitch`` radians (REP-103: positive pitch turns x down)."""
+    c, s = math.cos(pitch), math.sin(pitch)
+    m = np.eye(4)
+    m[0, 0], m[0, 2], m[2, 0], m[2, 2] = c, s, -s, c
+    return m
 
 
 def quaternion_to_matrix(q_wxyz: Sequence[float]) -> np.ndarray:

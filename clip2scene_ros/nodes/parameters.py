@@ -256,7 +256,7 @@ def declare_extrinsics(node: Any, cameras: list[str]) -> dict[str, Any]:
     from rclpy.exceptions import ParameterUninitializedException
     from rclpy.parameter import Parameter
 
-    from clip2scene_ros.nodes.static_tf import pose_to_matrix
+    from clip2scene_ros.nodes.static_tf import extrinsic_to_matrix
 
     out = {}
     for cam in cameras:
@@ -270,7 +270,7 @@ def declare_extrinsics(node: Any, cameras: list[str]) -> dict[str, Any]:
             values = []
         if values:
             try:
-                out[cam] = pose_to_matrix(values)
+                out[cam] = extrinsic_to_matrix(values)
             except ValueError as e:
                 raise ValueError(f"parameter {name}: {e}") from None
     return out
@@ -289,13 +289,13 @@ class RuntimeUpdate:
 def runtime_update(current: Mapping[str, Any], changed: list[tuple[str, Any]]) -> RuntimeUpdate:
     """Check (name, value) changes against the schema and what can change while running."""
     from clip2scene_ros.inference.segmenter import load_vocabulary
-    from clip2scene_ros.nodes.static_tf import pose_to_matrix
+    from clip2scene_ros.nodes.static_tf import extrinsic_to_matrix
 
     out = RuntimeUpdate({}, {})
     for name, value in changed:
         if name.startswith("extrinsics."):
             try:
-                out.extrinsics[name.split(".", 1)[1]] = pose_to_matrix(value) if value else None
+                out.extrinsics[name.split(".", 1)[1]] = extrinsic_to_matrix(value) if value else None
             except ValueError as e:
                 out.error = f"{name}: {e}"
                 return out

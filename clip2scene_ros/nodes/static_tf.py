@@ -11,23 +11,10 @@ from typing import Any
 
 import numpy as np
 
-
-def quat_to_matrix(qx: float, qy: float, qz: float, qw: float) -> np.ndarray:
-    q = np.array([qw, qx, qy, qz], dtype=np.float64)
-    n = np.linalg.norm(q)
-    if n < 1e-9:
-        raise ValueError("quaternion has zero length")
-    w, x, y, z = q / n
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
+from clip2scene_ros.geometry.transforms import quaternion_to_matrix
 
 
-def pose_to_matrix(values: Iterable[float]) -> np.ndarray:
+def extrinsic_to_matrix(values: Iterable[float]) -> np.ndarray:
     """4x4 from [x, y, z, qx, qy, qz, qw] or 16 row-major values."""
     v = [float(x) for x in values]
     if len(v) == 16:
@@ -37,7 +24,8 @@ def pose_to_matrix(values: Iterable[float]) -> np.ndarray:
         return m
     if len(v) == 7:
         m = np.eye(4)
-        m[:3, :3] = quat_to_matrix(*v[3:])
+        qx, qy, qz, qw = v[3:]
+        m[:3, :3] = quaternion_to_matrix((qw, qx, qy, qz))
         m[:3, 3] = v[:3]
         return m
     raise ValueError(f"an extrinsic needs 7 values [x, y, z, qx, qy, qz, qw] or 16 (row-major 4x4), got {len(v)}")
@@ -86,6 +74,6 @@ def add_transforms(tree: StaticTransformTree, transforms: Iterable[Any]) -> int:
     n = 0
     for t in transforms:
         tr, q = t.transform.translation, t.transform.rotation
-        tree.add(t.header.frame_id, t.child_frame_id, pose_to_matrix([tr.x, tr.y, tr.z, q.x, q.y, q.z, q.w]))
+        tree.add(t.header.frame_id, t.child_frame_id, extrinsic_to_matrix([tr.x, tr.y, tr.z, q.x, q.y, q.z, q.w]))
         n += 1
     return n

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clip2scene_ros.geometry.transforms import invert_transform, rot_y, rot_z, translation
 from clip2scene_ros.sim import meshes as M
 from clip2scene_ros.sim import raster
 from clip2scene_ros.sim.config import CameraSpec, LidarConfig, SimConfig
-from clip2scene_ros.sim.transforms import invert, rot_y, rot_z, translation
 from clip2scene_ros.sim.world import World
 
 # optical frame axes expressed in a forward-looking sensor frame (x fwd, y left, z up)
@@ -245,7 +245,7 @@ class Renderer:
     @staticmethod
     def _inverse_agents(world: World, t: float) -> np.ndarray:
         poses = world.agent_road_poses(t)
-        return np.stack([invert(a) for a in poses]).astype(np.float32) if len(poses) else np.zeros((0, 4, 4))
+        return np.stack([invert_transform(a) for a in poses]).astype(np.float32) if len(poses) else np.zeros((0, 4, 4))
 
     # -- LiDAR ------------------------------------------------------------------------------------
     def render_lidar(self, world: World, scene, t: float, rng: np.random.Generator) -> LidarHits:

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from clip2scene_ros.geometry.transforms import rot_z, translation
 from clip2scene_ros.sim import meshes as M
 from clip2scene_ros.sim import taxonomy as C
 from clip2scene_ros.sim.config import SimConfig
-from clip2scene_ros.sim.transforms import rot_z, translation
 
 
 @dataclass

@@ -15,7 +15,7 @@ from clip2scene_ros.inference.segmenter import group_instances, load_vocabulary,
 from clip2scene_ros.models.inputs import InputSpec
 from clip2scene_ros.nodes.camera_sync import CameraBuffer, LidarMasterSync
 from clip2scene_ros.nodes.frame_queue import FrameQueue
-from clip2scene_ros.nodes.static_tf import StaticTransformTree, add_transforms, pose_to_matrix
+from clip2scene_ros.nodes.static_tf import StaticTransformTree, add_transforms, extrinsic_to_matrix
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,9 +71,9 @@ def test_silent_cameras():
 
 def test_static_transform_tree_composes_through_parent():
     tree = StaticTransformTree()
-    base_from_lidar = pose_to_matrix([1, 0, 2, 0, 0, 0, 1])
+    base_from_lidar = extrinsic_to_matrix([1, 0, 2, 0, 0, 0, 1])
     # camera rotated 90 deg about z, 1 m to the left of base
-    base_from_cam = pose_to_matrix([0, 1, 0, 0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4)])
+    base_from_cam = extrinsic_to_matrix([0, 1, 0, 0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4)])
     tree.add("base_link", "lidar_top", base_from_lidar)
     tree.add("/base_link", "cam_front_optical", base_from_cam)
     lidar_from_cam = tree.lookup("lidar_top", "cam_front_optical")
@@ -83,9 +83,9 @@ def test_static_transform_tree_composes_through_parent():
     assert tree.lookup("lidar_top", "nowhere") is None
 
 
-def test_pose_to_matrix_rejects_wrong_lengths():
+def test_extrinsic_to_matrix_rejects_wrong_lengths():
     with pytest.raises(ValueError, match="7 values"):
-        pose_to_matrix([1, 2, 3])
+        extrinsic_to_matrix([1, 2, 3])
 
 
 # ---- segmenter helpers ----------------------------------------------------------------------

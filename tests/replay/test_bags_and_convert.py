@@ -107,8 +107,8 @@ def test_real_nuscenes_keyframe_converts(real_data, tmp_path):
     import json
 
     from clip2scene_ros.geometry.calibration import nuscenes_record_transform
+    from clip2scene_ros.geometry.transforms import matrix_to_quaternion
     from clip2scene_ros.replay.convert import convert
-    from clip2scene_ros.sim.transforms import quat_from_matrix
 
     root = real_data / "nuscenes-sample"
     bag = convert("nuscenes", root, tmp_path / "real_bag", version="v1.0-mini", progress=False)
@@ -128,7 +128,7 @@ def test_real_nuscenes_keyframe_converts(real_data, tmp_path):
     T = nuscenes_record_transform(lidar_cs)
     tr = tf["lidar_top"]
     np.testing.assert_allclose([tr.translation.x, tr.translation.y, tr.translation.z], T[:3, 3], atol=1e-9)
-    q = quat_from_matrix(T[:3, :3])
+    q = matrix_to_quaternion(T[:3, :3])
     assert abs(abs(float(np.dot(q, [tr.rotation.w, tr.rotation.x, tr.rotation.y, tr.rotation.z]))) - 1) < 1e-9
 
 

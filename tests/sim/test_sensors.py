@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from clip2scene_ros.geometry.transforms import invert_transform, rot_z, transform_points, translation
 from clip2scene_ros.sim import generate_sequence
 from clip2scene_ros.sim import meshes as M
 from clip2scene_ros.sim import taxonomy as C
-from clip2scene_ros.sim.transforms import invert, rot_z, transform_points, translation
 from clip2scene_ros.sim.world import assemble_world
 
 
@@ -98,7 +98,7 @@ def test_box_corners_project_onto_rendered_pixels(small_config, rig):
     world = _world(parts)
     frame = next(generate_sequence(cfg, 0, 1, world=world))
     for k, cam in enumerate(frame.cameras):
-        corners_cam = transform_points(invert(cam.cam_to_ego), boxes[k])
+        corners_cam = transform_points(invert_transform(cam.cam_to_ego), boxes[k])
         uvw = corners_cam @ cam.K.T
         uv = uvw[:, :2] / uvw[:, 2:3]
         mask = cam.instances == k + 1
@@ -121,7 +121,8 @@ def test_lidar_labels_agree_with_camera_labels_where_visible(small_config):
     frame = next(generate_sequence(small_config, 11, 1))
     agree = total = 0
     for cam in frame.cameras:
-        pts_cam = transform_points(invert(cam.cam_to_ego) @ frame.lidar_to_ego, frame.points[:, :3].astype(float))
+        cam_from_lidar = invert_transform(cam.cam_to_ego) @ frame.lidar_to_ego
+        pts_cam = transform_points(cam_from_lidar, frame.points[:, :3].astype(float))
         z = pts_cam[:, 2]
         front = z > 1.0
         uv = pts_cam[front] @ cam.K.T

@@ -61,9 +61,10 @@ def test_nuscenes_devkit_loads_and_projects(nuscenes_root):
         pts, depth, _ = nusc.explorer.map_pointcloud_to_image(lidar_tok, sample["data"][ch])
         assert pts.shape[1] > 50, ch
         # recover which points were kept: project ourselves and match the devkit's output exactly
-        from clip2scene_ros.sim.transforms import invert, transform_points
+        from clip2scene_ros.geometry.transforms import invert_transform, transform_points
 
-        p_cam = transform_points(invert(cam.cam_to_ego) @ frame.lidar_to_ego, frame.points[:, :3].astype(float))
+        cam_from_lidar = invert_transform(cam.cam_to_ego) @ frame.lidar_to_ego
+        p_cam = transform_points(cam_from_lidar, frame.points[:, :3].astype(float))
         uvw = p_cam @ cam.K.T
         keep = uvw[:, 2] > 1.0
         uv = uvw[keep, :2] / uvw[keep, 2:3]
@@ -153,9 +154,10 @@ def test_semantickitti_layout(tmp_path, small_config):
     uvw = (P2 @ Tr @ np.c_[velo[:, :3], np.ones(len(velo))].T).T
     ok = uvw[:, 2] > 1
     cam = frame.camera("cam_front")
-    from clip2scene_ros.sim.transforms import invert, transform_points
+    from clip2scene_ros.geometry.transforms import invert_transform, transform_points
 
-    ref = transform_points(invert(cam.cam_to_ego) @ frame.lidar_to_ego, frame.points[:, :3].astype(float)) @ cam.K.T
+    cam_from_lidar = invert_transform(cam.cam_to_ego) @ frame.lidar_to_ego
+    ref = transform_points(cam_from_lidar, frame.points[:, :3].astype(float)) @ cam.K.T
     np.testing.assert_allclose(uvw[ok, :2] / uvw[ok, 2:], ref[ok, :2] / ref[ok, 2:], atol=1e-3)
     poses = np.loadtxt(seq / "poses.txt").reshape(-1, 3, 4)
     assert poses.shape[0] == 2 and np.allclose(poses[0], np.eye(4)[:3])

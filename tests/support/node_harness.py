@@ -152,7 +152,7 @@ class SegmentClient:
         from geometry_msgs.msg import TransformStamped
         from tf2_msgs.msg import TFMessage  # a ROS install, or the subset scripts/setup.sh builds
 
-        from clip2scene_ros.sim.transforms import quat_from_matrix
+        from clip2scene_ros.geometry.transforms import matrix_to_quaternion
 
         if self._pub_tf is None:
             latched = QoSProfile(
@@ -165,7 +165,7 @@ class SegmentClient:
             t.header.frame_id, t.child_frame_id = parent, child
             tr, q = t.transform.translation, t.transform.rotation
             tr.x, tr.y, tr.z = (float(v) for v in m[:3, 3])
-            q.w, q.x, q.y, q.z = (float(v) for v in quat_from_matrix(m))
+            q.w, q.x, q.y, q.z = (float(v) for v in matrix_to_quaternion(m))
             msgs.append(t)
         self._pub_tf.publish(TFMessage(transforms=msgs))
 

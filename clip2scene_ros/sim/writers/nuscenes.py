@@ -27,9 +27,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from clip2scene_ros.geometry.transforms import matrix_to_quaternion
 from clip2scene_ros.sim import taxonomy as C
 from clip2scene_ros.sim.frame import Frame
-from clip2scene_ros.sim.transforms import quat_from_matrix
 
 LIDAR_CHANNEL = "LIDAR_TOP"
 # Fine nuScenes-lidarseg classes in index order (nuscenes-devkit color_map / lidarseg category index).
@@ -71,7 +71,7 @@ def _pose_record(tok: str, t: np.ndarray, stamp_us: int | None = None) -> dict:
     rec = {"token": tok}
     if stamp_us is not None:
         rec["timestamp"] = stamp_us
-    rec["rotation"] = [float(x) for x in quat_from_matrix(t[:3, :3])]
+    rec["rotation"] = [float(x) for x in matrix_to_quaternion(t[:3, :3])]
     rec["translation"] = [float(x) for x in t[:3, 3]]
     return rec
 
@@ -253,7 +253,7 @@ class NuScenesWriter:
                 "token": tok, "sample_token": sample_tok, "instance_token": inst["token"],
                 "visibility_token": "4", "attribute_tokens": [],
                 "translation": [float(x) for x in obj.pose[:3, 3]], "size": [width, length, height],
-                "rotation": [float(x) for x in quat_from_matrix(rot)], "prev": prev["token"] if prev else "",
+                "rotation": [float(x) for x in matrix_to_quaternion(rot)], "prev": prev["token"] if prev else "",
                 "next": "", "num_lidar_pts": n_pts, "num_radar_pts": 0,
             }  # fmt: skip
             if prev:

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from clip2scene_ros.cloud_layout import cloud_to_array
+from clip2scene_ros.geometry.transforms import matrix_to_quaternion
 from clip2scene_ros.sim.frame import Frame
-from clip2scene_ros.sim.transforms import quat_from_matrix
 
 LIDAR_TOPIC = "/lidar/points"
 LABEL_TOPIC = "/lidar/gt_labels"
@@ -87,7 +87,7 @@ class _Msgs:
         )  # fmt: skip
 
     def transform(self, stamp_ns: int, parent: str, child: str, t: np.ndarray):
-        q = quat_from_matrix(t[:3, :3])
+        q = matrix_to_quaternion(t[:3, :3])
         return self.TransformStamped(
             header=self.header(stamp_ns, parent), child_frame_id=child,
             transform=self.Transform(

@@ -22,9 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from clip2scene_ros.geometry.transforms import invert_transform, rot_z
 from clip2scene_ros.sim import taxonomy as C
 from clip2scene_ros.sim.frame import Frame
-from clip2scene_ros.sim.transforms import invert, rot_z
 
 # KITTI velodyne (x fwd, y left) <- our default nuScenes-style LiDAR frame (x right, y fwd)
 VELO_FROM_LIDAR = np.array([[0.0, 1, 0, 0], [-1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
@@ -71,7 +71,7 @@ def write_semantickitti_sequence(
             cam_to_ego = cam.cam_to_ego
             # Tr: camera <- velodyne
             v_from_l = velo_from_lidar(frame.lidar_to_ego)
-            tr = invert(cam_to_ego) @ frame.lidar_to_ego @ invert(v_from_l)
+            tr = invert_transform(cam_to_ego) @ frame.lidar_to_ego @ invert_transform(v_from_l)
             p = np.hstack([K, np.zeros((3, 1))])
             text = "".join(f"P{i}: {_row(p)}\n" for i in range(4)) + f"Tr: {_row(tr[:3])}\n"
             (seq / "calib.txt").write_text(text)
@@ -90,7 +90,7 @@ def write_semantickitti_sequence(
         cam_world = frame.ego_pose @ cam_to_ego
         if first_cam_world is None:
             first_cam_world = cam_world
-        poses.append(_row((invert(first_cam_world) @ cam_world)[:3]))
+        poses.append(_row((invert_transform(first_cam_world) @ cam_world)[:3]))
         times.append(f"{(frame.timestamp_ns - t0) / 1e9:.6e}")
     if tr is None:
         raise ValueError("no frames to write")
