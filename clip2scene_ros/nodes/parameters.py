@@ -167,6 +167,18 @@ def validate(p: Mapping[str, Any]) -> list[str]:
     return list(dict.fromkeys(errors))
 
 
+def parse_pose(text: str) -> list[float]:
+    """'x y z roll pitch yaw' -> 6 floats ([] for ''); a word that is no number becomes NaN, which
+    the segmenter's validation reports with the expected form."""
+    out = []
+    for word in text.replace(",", " ").split():
+        try:
+            out.append(float(word))
+        except ValueError:
+            out.append(float("nan"))
+    return out
+
+
 def segmenter_config(p: Mapping[str, Any]):  # noqa: ANN201 - SegmenterConfig (imported lazily)
     from clip2scene_ros.inference.segmenter import SegmenterConfig
 
@@ -184,6 +196,7 @@ def segmenter_config(p: Mapping[str, Any]):  # noqa: ANN201 - SegmenterConfig (i
         fusion=p["fusion"],
         fusion_weight=p["fusion_weight"],
         voxel_size=p["voxel_size"],
+        lidar_pose=parse_pose(p["lidar_pose"]),
         point_features=list(p["point_features"]),
         intensity_scale=p["intensity_scale"],
         threads=p["num_threads"],

@@ -159,7 +159,7 @@ class SegmentNode(Node):
             topic = self.p["camera_info_topic"].format(name=cam)
             cb = lambda m, c=cam: self.cameras.on_info(c, m)  # noqa: E731
             self.create_subscription(CameraInfo, topic, cb, qos, callback_group=group)
-        if cams and self.p["use_tf_static"]:
+        if (cams or self.p["base_frame"]) and self.p["use_tf_static"]:
             if TFMessage is None:
                 missing = [c for c in cams if c not in self.cameras.extrinsics]
                 if missing:
@@ -255,7 +255,15 @@ class SegmentNode(Node):
                 "a random subset, the other points get label 0 (raise max_points to segment all)",
                 throttle=True,
             )
-        result = self.segmenter.segment(points, cameras)
+        base_from_sensor = None  # lidar_pose (in the segmenter) or none: the cloud is in the model's frame
+        if self.p["base_frame"] and not self.p["lidar_pose"]:
+            lidar_frame = self.p["lidar_frame"] or msg.header.frame_id
+            base_from_sensor = self.cameras.tf.lookup(self.p["base_frame"], lidar_frame)
+            if base_from_sensor is None:
+                self._warn(f"no transform {self.p['base_frame']} <- {lidar_frame} on /tf_static yet: cloud skipped "
+                           "(publish it, or set lidar_pose)", throttle=True)  # fmt: skip
+                return None
+        result = self.segmenter.segment(points, cameras, base_from_sensor)
         t_seg = time.perf_counter()
         if result.num_invalid:
             self._warn(

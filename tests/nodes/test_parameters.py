@@ -41,3 +41,15 @@ def test_runtime_update_checks_before_anything_changes():
     np.testing.assert_allclose(up.extrinsics["cam_front"][:3, 3], [1, 2, 3])
     assert "7 values" in params.runtime_update(p, [("extrinsics.cam_front", [1.0, 2.0])]).error
     assert params.runtime_update(p, [("extrinsics.cam_front", [])]).extrinsics == {"cam_front": None}
+
+
+def test_lidar_pose_and_input_overrides_reach_the_segmenter_config():
+    from clip2scene_ros.nodes.parameters import default_checkpoint
+
+    p = _defaults(checkpoint=str(default_checkpoint()), lidar_pose="0 0 1.73 0 0 0.5", intensity_scale=1.0,
+                  point_features=["intensity"])  # fmt: skip
+    cfg = params.segmenter_config(p)
+    assert cfg.lidar_pose == [0, 0, 1.73, 0, 0, 0.5] and cfg.intensity_scale == 1.0
+    assert cfg.point_features == ["intensity"] and params.parse_pose("") == []
+    errors = "\n".join(params.validate(_defaults(checkpoint=str(default_checkpoint()), lidar_pose="0 0 one")))
+    assert "lidar_pose needs 6 finite numbers (x y z roll pitch yaw)" in errors, errors
