@@ -101,7 +101,10 @@ class SegmentNode(Node):
         buffer_bytes = int(self.p["camera_buffer_mb"] * 2**20) if self.p["fusion"] else 0
         self.cameras = CameraRig(self.p["cameras"], self.p["sync.tolerance"], extrinsics, warn, buffer_bytes)
         self._subscribe(params.qos(self.p["qos.reliability"], int(self.p["qos.depth"])), sensor_group)
-        self.create_service(QueryText, self.p["query_service"], self._on_query, callback_group=service_group)
+        # Deeper than the default 10 requests: while inference starves the executor for a few seconds,
+        # queued queries wait instead of being overwritten (a client would never get an answer).
+        self.create_service(QueryText, self.p["query_service"], self._on_query, qos_profile=params.qos("reliable", 100),
+                            callback_group=service_group)  # fmt: skip
         self.create_timer(self.p["diagnostics_period"], self._on_diagnostics, callback_group=timer_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
