@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 
 from clip2scene_ros.nodes import parameters as params
 
@@ -53,3 +57,16 @@ def test_lidar_pose_and_input_overrides_reach_the_segmenter_config():
     assert cfg.point_features == ["intensity"] and params.parse_pose("") == []
     errors = "\n".join(params.validate(_defaults(checkpoint=str(default_checkpoint()), lidar_pose="0 0 one")))
     assert "lidar_pose needs 6 finite numbers (x y z roll pitch yaw)" in errors, errors
+
+
+@pytest.mark.ros
+def test_node_rejects_bad_parameters_with_clear_messages(ros_env, tmp_path):
+    cmd = [sys.executable, "-m", "clip2scene_ros.nodes.segment_node", "--ros-args",
+           "-p", "backend:=tensorflow", "-p", "queue_size:=0", "-p", f"checkpoint:={tmp_path / 'nope'}",
+           "-p", "cameras:=[cam_front]", "-p", "camera_image_topic:=/images", "-p", "vocabulary:=klingon"]  # fmt: skip
+    out = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    err = out.stderr
+    for expected in ("backend='tensorflow' must be one of", "queue_size=0 must be >= 1", "is not a directory",
+                     "must contain '{name}'", "vocabulary: vocabulary 'klingon'"):  # fmt: skip
+        assert expected in err, err

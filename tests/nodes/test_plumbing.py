@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import yaml
 
-from clip2scene_ros.inference.segmenter import group_instances, load_vocabulary, palette
 from clip2scene_ros.models.inputs import InputSpec
 from clip2scene_ros.nodes.camera_sync import CameraBuffer, LidarMasterSync
 from clip2scene_ros.nodes.frame_queue import FrameQueue
@@ -86,38 +85,6 @@ def test_static_transform_tree_composes_through_parent():
 def test_extrinsic_to_matrix_rejects_wrong_lengths():
     with pytest.raises(ValueError, match="7 values"):
         extrinsic_to_matrix([1, 2, 3])
-
-
-# ---- segmenter helpers ----------------------------------------------------------------------
-
-
-def test_vocabulary_file_and_runtime():
-    v = load_vocabulary("synthetic")
-    assert v.classes[0].name == "road" and v.ids[0] == 1 and len(v.classes) == 15
-    r = load_vocabulary(["red car|crimson car", "tree"])
-    assert r.classes[0].names == ("red car", "crimson car") and r.ids[1] == 2
-    with pytest.raises(ValueError, match="no_such_vocab.*synthetic"):
-        load_vocabulary("no_such_vocab")
-    with pytest.raises(ValueError, match="empty"):
-        load_vocabulary(["", " "])
-
-
-def test_palette_distinct():
-    p = palette(40)
-    assert p.shape == (41, 3) and p.dtype == np.uint8
-    assert len({tuple(c) for c in p[:21]}) == 21
-
-
-def test_group_instances_two_clusters():
-    rng = np.random.default_rng(0)
-    a = rng.normal([0, 0, 0], 0.2, (50, 3))
-    b = rng.normal([10, 0, 0], 0.2, (30, 3))
-    noise = np.array([[50.0, 50, 50]])
-    inst = group_instances(np.concatenate([a, b, noise]), radius=0.5, min_points=5)
-    assert len(inst) == 2
-    np.testing.assert_allclose(inst[0][0], (a.min(0) + a.max(0)) / 2)
-    np.testing.assert_allclose(inst[1][1], b.max(0) - b.min(0))
-    assert len(inst[0][2]) == 50
 
 
 # ---- conversions ----------------------------------------------------------------------------

@@ -1,15 +1,19 @@
 """The ROS-free Segmenter on real (tiny, random-weight) models: shapes, invalid points, vocabulary,
-queries, camera fusion, and the start-up parameter validation of segment_node."""
+queries, camera fusion."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from clip2scene_ros.inference.segmenter import CameraInput, Segmenter, SegmenterConfig
+from clip2scene_ros.inference.segmenter import (
+    CameraInput,
+    Segmenter,
+    SegmenterConfig,
+    group_instances,
+    load_vocabulary,
+    palette,
+)
 
 
 @pytest.fixture(scope="module")
@@ -144,19 +148,6 @@ def test_config_validation_lists_every_problem(tmp_path):
     assert "does not exist" in msg and "backend 'tf'" in msg and "range [5, 2]" in msg
 
 
-@pytest.mark.ros
-def test_node_rejects_bad_parameters_with_clear_messages(ros_env, tmp_path):
-    cmd = [sys.executable, "-m", "clip2scene_ros.nodes.segment_node", "--ros-args",
-           "-p", "backend:=tensorflow", "-p", "queue_size:=0", "-p", f"checkpoint:={tmp_path / 'nope'}",
-           "-p", "cameras:=[cam_front]", "-p", "camera_image_topic:=/images", "-p", "vocabulary:=klingon"]  # fmt: skip
-    out = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2, out.stdout + out.stderr
-    err = out.stderr
-    for expected in ("backend='tensorflow' must be one of", "queue_size=0 must be >= 1", "is not a directory",
-                     "must contain '{name}'", "vocabulary: vocabulary 'klingon'"):  # fmt: skip
-        assert expected in err, err
-
-
 @pytest.mark.slow
 def test_onnxruntime_backend_agrees_with_torch(models, segmenter):
     """The `backend` parameter reaches the exported graph; labels match the eager model."""
@@ -193,3 +184,35 @@ def test_vocabulary_head_runs_with_the_forward(segmenter):
     assert empty[CLASS_INDEX].shape == (0,) and empty_rows.shape == (0,)
     with pytest.raises(ValueError, match="no head 'nope'"):
         segmenter.backend.voxel_outputs(_points(10), type(head)("nope", head.text_t))
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def test_vocabulary_file_and_runtime():
+    v = load_vocabulary("synthetic")
+    assert v.classes[0].name == "road" and v.ids[0] == 1 and len(v.classes) == 15
+    r = load_vocabulary(["red car|crimson car", "tree"])
+    assert r.classes[0].names == ("red car", "crimson car") and r.ids[1] == 2
+    with pytest.raises(ValueError, match="no_such_vocab.*synthetic"):
+        load_vocabulary("no_such_vocab")
+    with pytest.raises(ValueError, match="empty"):
+        load_vocabulary(["", " "])
+
+
+def test_palette_distinct():
+    p = palette(40)
+    assert p.shape == (41, 3) and p.dtype == np.uint8
+    assert len({tuple(c) for c in p[:21]}) == 21
+
+
+def test_group_instances_two_clusters():
+    rng = np.random.default_rng(0)
+    a = rng.normal([0, 0, 0], 0.2, (50, 3))
+    b = rng.normal([10, 0, 0], 0.2, (30, 3))
+    noise = np.array([[50.0, 50, 50]])
+    inst = group_instances(np.concatenate([a, b, noise]), radius=0.5, min_points=5)
+    assert len(inst) == 2
+    np.testing.assert_allclose(inst[0][0], (a.min(0) + a.max(0)) / 2)
+    np.testing.assert_allclose(inst[1][1], b.max(0) - b.min(0))
+    assert len(inst[0][2]) == 50
