@@ -13,13 +13,6 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 DEVICE_PREFIXES: tuple[str, ...] = ("cpu", "cuda")  # cpu | cuda | cuda:N
 
 
-def choice_error(name: str, value: str, options: tuple[str, ...]) -> str | None:
-    """A message when ``value`` is not one of ``options`` (None when it is)."""
-    if value in options:
-        return None
-    return f"{name}='{value}' must be one of: {', '.join(options)}"
-
-
 def device_error(device: str) -> str | None:
     if device.startswith(DEVICE_PREFIXES):
         return None

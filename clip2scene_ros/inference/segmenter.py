@@ -694,13 +694,6 @@ def _cell_keys(c: np.ndarray, dims: np.ndarray) -> np.ndarray:
     return (c[:, 0] * dims[1] + c[:, 1]) * dims[2] + c[:, 2]
 
 
-def _cell_coords(keys: np.ndarray, dims: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`_cell_keys`."""
-    z = keys % dims[2]
-    rest = keys // dims[2]
-    return np.stack([rest // dims[1], rest % dims[1], z], axis=1)
-
-
 def _gather_rows(values: np.ndarray, rows: np.ndarray, fill) -> np.ndarray:
     """``values[rows]`` with ``fill`` where a row is -1 (a point the voxelizer dropped)."""
     if len(values) == 0:

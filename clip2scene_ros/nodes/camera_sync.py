@@ -9,14 +9,7 @@ import bisect
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
-
-
-@dataclass
-class _Stamped:
-    stamp_ns: int
-    item: Any
 
 
 def message_bytes(item: Any) -> int:

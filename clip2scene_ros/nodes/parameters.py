@@ -83,10 +83,6 @@ def specs() -> dict[str, ParamSpec]:
     return out
 
 
-def runtime_names() -> set[str]:
-    return {n for n, s in specs().items() if s.runtime}
-
-
 def clean(name: str, value: Any) -> Any:
     """Arrays drop blank entries ([""] reads as empty); other values pass through."""
     if specs()[name].type == "array":

@@ -26,12 +26,6 @@ from .teacher import ImageBatch, Teacher
 FORMAT_VERSION = 1
 
 
-def image_key(image: np.ndarray) -> str:
-    """Content key of one image, for callers without stable ids."""
-    arr = np.ascontiguousarray(image)
-    return hashlib.sha1(arr.tobytes() + str(arr.shape).encode()).hexdigest()
-
-
 def teacher_fingerprint(teacher: Teacher) -> str:
     cfg = teacher.config
     parts = [
