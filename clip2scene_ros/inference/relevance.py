@@ -24,7 +24,9 @@ import numpy as np
 # LERF's canonical background phrases: they absorb points that no specific phrase describes.
 GENERIC_PHRASES: tuple[str, ...] = ("object", "things", "stuff", "texture")
 DEFAULT_THRESHOLD = 0.5
-DEFAULT_TEMPERATURE = 0.01  # CLIP's logit scale of 100; only the spread of scores depends on it
+# Only the spread of the scores depends on it, never the 0.5 decision. CLIP's 0.01 (or 0.05) saturates
+# at 1.0 (float32) for most matches, which would leave top_k to break ties arbitrarily.
+DEFAULT_TEMPERATURE = 0.1
 SYNONYM_MARGIN = 0.02
 
 

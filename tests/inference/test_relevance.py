@@ -7,7 +7,12 @@ import threading
 import numpy as np
 import pytest
 
-from clip2scene_ros.inference.relevance import DEFAULT_THRESHOLD, Canonicals, relevance_from_cosines
+from clip2scene_ros.inference.relevance import (
+    DEFAULT_TEMPERATURE,
+    DEFAULT_THRESHOLD,
+    Canonicals,
+    relevance_from_cosines,
+)
 from clip2scene_ros.inference.segmenter import Segmenter, SegmenterConfig
 
 CLASSES = ["road", "building", "vegetation", "car", "pedestrian", "pole"]
@@ -40,6 +45,10 @@ def test_relevance_is_half_where_the_query_ties_its_best_competitor():
     # the 0.5 decision does not depend on the temperature, only the spread of the scores does
     assert ((relevance_from_cosines(q, comp, 0.1) >= 0.5) == (rel >= 0.5)).all()
     assert (relevance_from_cosines(q, comp[:, :0], 0.01) == 1).all()  # nothing competes
+    # the default temperature keeps large margins apart (top_k orders them) instead of all at 1.0
+    big = relevance_from_cosines(np.array([0.95, 0.9], np.float32), np.array([[-0.5], [-0.5]], np.float32),
+                                 DEFAULT_TEMPERATURE)  # fmt: skip
+    assert big[0] > big[1] and big[0] < 1.0
 
 
 def test_a_class_phrase_answers_the_points_labelled_with_it(segmenter):
