@@ -13,7 +13,7 @@ inputs_hash() {
       "$ROOT/package.xml" "$ROOT/clip2scene_interfaces/package.xml" \
       "$ROOT/clip2scene_interfaces/CMakeLists.txt" "$ROOT"/clip2scene_interfaces/srv/*.srv \
       "$ROOT"/scripts/ros_interfaces/*/package.xml "$ROOT"/scripts/ros_interfaces/*/CMakeLists.txt \
-      "$ROOT"/scripts/ros_interfaces/*/msg/*.msg 2>/dev/null | sha256sum | cut -d' ' -f1
+      "$ROOT"/scripts/ros_interfaces/*/msg/*.msg "$ROOT"/launch/* 2>/dev/null | sha256sum | cut -d' ' -f1
 }
 HASH=$(inputs_hash)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ]; then
@@ -60,6 +60,28 @@ if [ -f "$TS_WHEEL" ]; then
   fi
 fi
 
+# ROS 2 command line + message helpers (ros2 launch/run/topic/service/param, launch_ros,
+# sensor_msgs_py, message_filters, cv_bridge): pinned pure-Python wheels from the shared kit folder,
+# unless a ROS install already provides them. Without the kit everything else works (CLI tests skip).
+KIT_DIR=${ROS2CLI_WHEEL_DIR:-$ROOT/../shared/wheels/ros2cli}
+KIT_PINS=(launch==3.7.1 launch-xml==3.7.1 launch-yaml==3.7.1 launch-ros==0.28.0 ros2launch==0.28.0
+  ros2cli==0.36.1 ros2run==0.36.1 ros2service==0.36.1 ros2topic==0.36.1 ros2node==0.36.1
+  ros2param==0.36.1 ros2pkg==0.36.1 ros2interface==0.36.1 rosidl-runtime-py==0.14.0
+  sensor-msgs-py==5.4.2 message-filters==6.0.6 cv-bridge==3.4.0)
+if "$VENV/bin/python" -c "import launch_ros, ros2cli, sensor_msgs_py, message_filters, cv_bridge" 2>/dev/null; then
+  echo "[setup] ros2 command line and message helpers: already provided"
+elif [ -f "$KIT_DIR/SHA256SUMS" ]; then
+  if (cd "$KIT_DIR" && sha256sum -c --quiet SHA256SUMS); then
+    echo "[setup] installing the ros2 command line kit from $KIT_DIR"
+    pip_q install -q osrf-pycommon==2.0.2 psutil==7.2.2 packaging
+    pip_q install -q --no-index --find-links "$KIT_DIR" "${KIT_PINS[@]}"
+  else
+    echo "[setup] skipping the ros2 command line kit: $KIT_DIR does not match its SHA256SUMS" >&2
+  fi
+else
+  echo "[setup] no ros2 command line kit at $KIT_DIR: ros2 launch/run are unavailable (clip2scene segment works)"
+fi
+
 # The ROS wheels were built in a manylinux container and hard-code its include paths.
 PYINC=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
 NPINC=$("$VENV/bin/python" -c "import numpy; print(numpy.get_include())")
@@ -95,12 +117,20 @@ echo "[setup] installing clip2scene_ros (editable) and its share/ files"
 # training/clip2scene_training/). PEP 660 editable installs skip data_files, so link share/clip2scene_ros to the
 # source tree instead, as `colcon build --symlink-install` does; the ament index then finds it.
 pip_q install -q --no-deps --no-build-isolation -e "$ROOT"
+# `ros2 launch PKG FILE` searches share/PKG with os.walk, which does not enter symlinked folders:
+# launch/ is a real folder of linked files; config/ is only opened by path, so a folder link works.
 SHARE=$VENV/share/clip2scene_ros
 mkdir -p "$SHARE" "$VENV/share/ament_index/resource_index/packages"
 ln -sfn "$ROOT/package.xml" "$SHARE/package.xml"
-ln -sfn "$ROOT/launch" "$SHARE/launch"
+[ -L "$SHARE/launch" ] && rm "$SHARE/launch"
+mkdir -p "$SHARE/launch"
+find "$SHARE/launch" -maxdepth 1 -type l -delete
+for f in "$ROOT"/launch/*; do ln -sfn "$f" "$SHARE/launch/$(basename "$f")"; done
 ln -sfn "$ROOT/config" "$SHARE/config"
 touch "$VENV/share/ament_index/resource_index/packages/clip2scene_ros"
+# `ros2 run` and launch_ros look for executables only in <prefix>/lib/<package>/.
+mkdir -p "$VENV/lib/clip2scene_ros"
+ln -sfn ../../bin/segment_node "$VENV/lib/clip2scene_ros/segment_node"
 "$VENV/bin/python" -c "import clip2scene_ros, clip2scene_training, clip2scene_interfaces.srv, tf2_msgs.msg, rclpy" \
   || { echo "[setup] import check failed" >&2; exit 1; }
 echo "$HASH" > "$STAMP"

@@ -25,6 +25,12 @@ def real_data() -> Path:
     return REAL_DATA
 
 
+@pytest.fixture(scope="session")
+def new_domain_id():
+    """A callable giving a fresh ROS_DOMAIN_ID (as a string) for module-scoped fixtures."""
+    return lambda: str(next(_DOMAIN_IDS) % 100 + 1)
+
+
 @pytest.fixture
 def ros_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Environment for a test that starts ROS processes: own domain, localhost discovery only.

@@ -21,11 +21,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
         help="any other node parameter, e.g. -p cameras:=[cam_front] -p fusion:=true (repeatable)",
     )  # fmt: skip
+    parser.add_argument("--points", default="/lidar/points", help="PointCloud2 topic (remaps ~/input/points)")
+    parser.add_argument(
+        "--camera-topics", default="/camera/{name}", help="camera topic prefix, {name} = camera (remaps ~/input/...)"
+    )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warn", "error"))
 
 
 def ros_arguments(args: argparse.Namespace) -> list[str]:
     """The ``--ros-args`` command line equivalent of the options (also used by tests)."""
+    from pathlib import Path
+
+    import yaml
+
+    from clip2scene_ros.nodes.parameters import DEFAULT_CAMERA, DEFAULT_POINTS, cameras_in_file, input_remaps
     from clip2scene_ros.resources import config_path
 
     config = args.config or str(config_path("segment.yaml"))
@@ -36,10 +45,18 @@ def ros_arguments(args: argparse.Namespace) -> list[str]:
         value = getattr(args, name, None)
         if value:
             out += ["-p", f"{name}:={value}"]
+    cameras = cameras_in_file(config) if Path(config).is_file() else []
     for item in args.param:
         if ":=" not in item:
             raise SystemExit(f"clip2scene segment: -p expects NAME:=VALUE, got '{item}'")
         out += ["-p", item]
+        name, _, value = item.partition(":=")
+        if name == "cameras":
+            cameras = [str(c) for c in (yaml.safe_load(value) or []) if str(c).strip()]
+    # the same remappings as the launch file: ~/input/... onto the driver topics
+    for src, dst in input_remaps(cameras, getattr(args, "points", DEFAULT_POINTS),
+                                 getattr(args, "camera_topics", DEFAULT_CAMERA)):  # fmt: skip
+        out += ["-r", f"{src}:={dst}"]
     if args.namespace:
         out += ["-r", f"__ns:={'/' + args.namespace.lstrip('/')}"]
     return out

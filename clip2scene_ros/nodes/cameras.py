@@ -39,6 +39,7 @@ class CameraRig:
         self.tf = StaticTransformTree()
         self._infos: dict[str, CameraInfo] = {}
         self._shapes: dict[str, tuple[int, int]] = {}
+        self.frame_ids: dict[str, str] = {}  # camera -> optical frame of its last decoded image
         self._warn = warn
 
     def set_extrinsic(self, cam: str, lidar_from_cam: np.ndarray | None) -> None:
@@ -92,4 +93,5 @@ class CameraRig:
         compressed = isinstance(img_msg, CompressedImage)
         rgb = conv.compressed_to_rgb(img_msg) if compressed else conv.image_to_rgb(img_msg)
         conv.check_info_matches(info, *rgb.shape[:2])
-        return DecodedCamera(rgb, conv.camera_info_matrix(info), info.header.frame_id or img_msg.header.frame_id)
+        self.frame_ids[cam] = info.header.frame_id or img_msg.header.frame_id
+        return DecodedCamera(rgb, conv.camera_info_matrix(info), self.frame_ids[cam])

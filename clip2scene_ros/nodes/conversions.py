@@ -242,3 +242,19 @@ def legend_json(vocabulary, colors: np.ndarray) -> str:  # noqa: ANN001 - teache
             for i, c in zip(vocabulary.ids, vocabulary.classes, strict=True)
         ],
     })  # fmt: skip
+
+
+def diagnostics(stamp, level: int, name: str, hardware_id: str, problems: list[str], values: dict[str, str]):  # noqa: ANN001, ANN201
+    """A DiagnosticArray with one status; ``level`` 0/1/2 = OK/WARN/ERROR."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    status = DiagnosticStatus(
+        level=(DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR)[level],
+        name=name,
+        message="; ".join(problems) or "ok",
+        hardware_id=hardware_id,
+        values=[KeyValue(key=k, value=v) for k, v in values.items()],
+    )
+    arr = DiagnosticArray(status=[status])
+    arr.header.stamp = stamp
+    return arr

@@ -323,3 +323,38 @@ def runtime_update(current: Mapping[str, Any], changed: list[tuple[str, Any]]) -
         except (ValueError, FileNotFoundError) as e:
             out.error = f"vocabulary: {e}"
     return out
+
+
+# ---- topic remapping ---------------------------------------------------------------------------
+
+DEFAULT_POINTS = "/lidar/points"
+DEFAULT_CAMERA = "/camera/{name}"  # + /image_raw, /image_raw/compressed, /camera_info
+
+
+def input_remaps(
+    cameras: list[str], points: str = DEFAULT_POINTS, camera: str = DEFAULT_CAMERA
+) -> list[tuple[str, str]]:
+    """(from, to) remappings of the node's ``~/input/...`` topics onto the usual driver topics.
+
+    Used by the launch file and ``clip2scene segment``; a rule whose topic the parameters renamed
+    simply matches nothing.
+    """
+    out = [("~/input/points", points)]
+    for cam in cameras:
+        base = camera.format(name=cam)
+        out += [(f"~/input/{cam}/image_raw", f"{base}/image_raw"),
+                (f"~/input/{cam}/image_raw/compressed", f"{base}/image_raw/compressed"),
+                (f"~/input/{cam}/camera_info", f"{base}/camera_info")]  # fmt: skip
+    return out
+
+
+def cameras_in_file(path: str | Path) -> list[str]:
+    """The ``cameras`` list of a node parameter YAML (any node section), [] when absent."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    for section in data.values():
+        cams = (section or {}).get("ros__parameters", {}).get("cameras") if isinstance(section, dict) else None
+        if cams:
+            return [str(c) for c in cams if str(c).strip()]
+    return []

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, Vector3
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -38,6 +38,7 @@ from clip2scene_ros.nodes import conversions as conv
 from clip2scene_ros.nodes import parameters as params
 from clip2scene_ros.nodes.cameras import CameraRig, stamp_ns
 from clip2scene_ros.nodes.frame_queue import FrameQueue
+from clip2scene_ros.nodes.overlay import OverlayPublisher
 from clip2scene_ros.nodes.pipeline_stats import PipelineMonitor, WarningLog
 from clip2scene_ros.nodes.query_markers import query_markers
 
@@ -95,6 +96,7 @@ class SegmentNode(Node):
         self.pub_markers = self.create_publisher(MarkerArray, self.p["query_markers_topic"], out_qos)
         self.pub_legend = self.create_publisher(String, self.p["legend_topic"], params.qos("reliable", 1, latched=True))
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.overlay = OverlayPublisher(self, self.p["cameras"], params.qos("reliable", 1))
         self._publish_legend()
 
         warn = lambda m: self._warn(m, throttle=True)  # noqa: E731
@@ -248,8 +250,8 @@ class SegmentNode(Node):
             self._warn(f"cloud has no {', '.join(missing)} field; the model gets zeros for it")
         t_conv = time.perf_counter()
 
-        cameras = []
-        if self.p["cameras"] and self.p["fusion"]:  # matched images are only decoded when fusion uses them
+        cameras, overlay = [], self.p["cameras"] and self.overlay.due(self.p["overlay.period"])
+        if self.p["cameras"] and (self.p["fusion"] or overlay):  # images are decoded only when used
             cameras = self.cameras.inputs(stamp, self.p["lidar_frame"] or msg.header.frame_id, frame.images)
         t_sync = time.perf_counter()
         if len(points) > self.p["max_points"]:  # warn before the (long) inference, not after
@@ -266,7 +268,7 @@ class SegmentNode(Node):
                 self._warn(f"no transform {self.p['base_frame']} <- {lidar_frame} on /tf_static yet: cloud skipped "
                            "(publish it, or set lidar_pose)", throttle=True)  # fmt: skip
                 return None
-        result = self.segmenter.segment(points, cameras, base_from_sensor)
+        result = self.segmenter.segment(points, cameras if self.p["fusion"] else [], base_from_sensor)
         t_seg = time.perf_counter()
         if result.num_invalid:
             self._warn(
@@ -294,6 +296,9 @@ class SegmentNode(Node):
         t_post = time.perf_counter()
         self.pub_labels.publish(out)
         t_pub = time.perf_counter()
+        if overlay:
+            colors = self._palette[result.labels] if self.p["overlay.color"] == "label" else None
+            self.overlay.publish(msg.header, cameras, points[:, :3], colors, self.cameras.frame_ids)
         with self._lock:
             self._last = (msg.header, points[:, :3].copy(), result)
         mon = self._monitor
@@ -370,16 +375,9 @@ class SegmentNode(Node):
                 cams.append(f"camera {cam} {what}")
         alive = self._worker.is_alive() or not self._running
         level, problems, kv = self._monitor.report(now, self._queue, alive, cams, self.p["max_latency_ms"], self._log)
-        status = DiagnosticStatus(
-            level=(DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR)[level],
-            name=f"{self.get_name()}: segmentation pipeline",
-            message="; ".join(problems) or "ok",
-            hardware_id=self.get_fully_qualified_name(),
-            values=[KeyValue(key=k, value=v) for k, v in kv.items()],
-        )
-        arr = DiagnosticArray(status=[status])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diag.publish(arr)
+        name = f"{self.get_name()}: segmentation pipeline"
+        stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(conv.diagnostics(stamp, level, name, self.get_fully_qualified_name(), problems, kv))
 
     def _warn(self, message: str, throttle: bool = False) -> None:
         self._log.throttle_s = self.p["warn_throttle"]

@@ -219,6 +219,66 @@ def test_diagnostics_report_rates_latency_and_drops(node, frames):
     assert float(kv["latency_ms_p50"]) > 0 and int(kv["drops"]) >= 0
 
 
+def test_overlay_images_show_the_points_on_the_camera(node, frames):
+    """`~/overlay/<camera>`: published while subscribed, the camera image with the points drawn on it."""
+    from sensor_msgs.msg import Image
+    from support.node_harness import wait_until
+
+    from clip2scene_ros.nodes import conversions as conv
+
+    client = node["client"]
+    got = []
+    sub = client.node.create_subscription(Image, f"{node['ns']}/segment_node/overlay/{CAM}", got.append, 1)
+    try:
+        wait_until(lambda: client.node.count_subscribers(f"{node['ns']}/segment_node/overlay/{CAM}") > 0, 10.0)
+
+        def one() -> bool:
+            _roundtrip(node, frames)
+            return bool(got)
+
+        wait_until(one, 40.0, interval=0.0)
+        img = conv.image_to_rgb(got[-1])
+        assert img.shape == frames.frames[0].cameras[0].image.shape
+        changed = min((img != f.cameras[0].image).any(axis=2).mean() for f in frames.frames)  # drawn pixels
+        assert 0.001 < changed < 0.9, changed
+    finally:
+        client.node.destroy_subscription(sub)
+
+
+def _viewer_topics() -> set[str]:
+    """Every topic the shipped RViz2 configuration and Foxglove layout display."""
+    import yaml
+
+    topics = set()
+
+    def walk(x) -> None:
+        if isinstance(x, dict):
+            if isinstance(x.get("Topic"), dict):
+                topics.add(x["Topic"]["Value"])
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(yaml.safe_load((REPO / "config" / "rviz" / "segment.rviz").read_text()))
+    layout = json.loads((REPO / "config" / "foxglove" / "segment_layout.json").read_text())
+    for panel in layout["configById"].values():
+        topics |= set(panel.get("topics", {}))
+        topics |= {v for k, v in panel.get("imageMode", {}).items() if k == "imageTopic"}
+        if "topicPath" in panel:
+            topics.add(panel["topicPath"])
+    return topics
+
+
+def test_rviz_and_foxglove_show_only_topics_the_node_publishes(node):
+    client, ns = node["client"], node["ns"]
+    published = {name for name, _types in client.node.get_publisher_names_and_types_by_node("segment_node", ns)}
+    wanted = {f"{ns}{t}" if t.startswith("/segment_node/") else t for t in _viewer_topics()}
+    assert {f"{ns}/segment_node/labels", f"{ns}/segment_node/overlay/{CAM}"} <= wanted
+    assert wanted <= published, f"not published by the node: {sorted(wanted - published)}"
+
+
 def test_runtime_vocabulary_is_encoded_once(node, frames):
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
