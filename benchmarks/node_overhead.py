@@ -58,6 +58,7 @@ def overhead_in_process(models: dict[str, str], frames, repeats: int) -> dict[st
     from rclpy.parameter import Parameter
     from support.node_harness import make_header
 
+    from clip2scene_ros.nodes import conversions as conv
     from clip2scene_ros.nodes.conversions import xyz_cloud
     from clip2scene_ros.nodes.segment_node import Frame, SegmentNode
 
@@ -68,10 +69,24 @@ def overhead_in_process(models: dict[str, str], frames, repeats: int) -> dict[st
     node = SegmentNode(parameter_overrides=overrides)
     msgs = [xyz_cloud(make_header(1_000_000_000 * (i + 1), "lidar_top"), f.points) for i, f in enumerate(frames)]
     node.process(Frame(msgs[0], time.monotonic()))  # warm-up
-    node._monitor.stats.values.clear()
-    for i in range(repeats):
-        node.process(Frame(msgs[i % len(msgs)], time.monotonic()))
-    st = node.stats()
+    # Both PointCloud2 readers: sensor_msgs_py (used when installed) and the package's own fallback.
+    readers = {}
+    for reader in ("own", conv.READER) if conv.READER != "own" else ("own",):
+        conv.READER = reader
+        node._monitor.stats.values.clear()
+        for i in range(repeats):
+            node.process(Frame(msgs[i % len(msgs)], time.monotonic()))
+        readers[reader] = node.stats()
+    st = readers[reader]  # the reader the node uses
+    st.update(
+        {
+            f"{r}.{k}": v
+            for r, rs in readers.items()
+            for k, v in rs.items()
+            if k.startswith(("stage.decode", "overhead"))
+        }
+    )
+    st["reader"] = reader
     result = {"points": float(np.mean([len(f.points) for f in frames])), **st, **vocabulary_head_cost(node, frames)}
     node.destroy_node()
     rclpy.try_shutdown()
@@ -175,6 +190,11 @@ def main() -> int:
         for k, label in (("overhead", "overhead = all but the forward"),
                          ("overhead_cpu", "overhead, CPU time of the node thread")):  # fmt: skip
             print(f"   {label:<44}{ov[f'{k}_ms_p50']:>9.2f}{ov[f'{k}_ms_p95']:>9.2f}")
+        print(f"   PointCloud2 reader in use: {ov['reader']}; each reader over the same frames:")
+        for r in ("sensor_msgs_py", "own"):
+            if f"{r}.overhead_ms_p50" in ov:
+                print(f"     {r:<16} decode p50 {ov[f'{r}.stage.decode_ms_p50']:.3f} ms, overhead p50 "
+                      f"{ov[f'{r}.overhead_ms_p50']:.2f} ms (CPU {ov[f'{r}.overhead_cpu_ms_p50']:.2f} ms)")  # fmt: skip
         forward = ov["stage.inference_ms_p50"]
         ratio = ov["overhead_ms_p50"] / max(forward, 1e-9)
         print(f"   (inside the forward: the vocabulary head costs {ov['vocabulary_head_cpu_ms_p50']:.2f} ms CPU)")
@@ -202,6 +222,12 @@ def main() -> int:
         "overhead_over_forward": round(ratio, 4),
         "overhead_target_met_wall": ov["overhead_ms_p50"] <= 5.0,
         "overhead_target_met_cpu": ov["overhead_cpu_ms_p50"] <= 5.0,
+        "cloud_reader": ov["reader"],
+        **{
+            f"{k.replace('.stage.', '_').replace('.', '_')}": round(v, 3)
+            for k, v in ov.items()
+            if k.startswith(("sensor_msgs_py.", "own.")) and k.endswith("_p50")
+        },
         **{f"e2e_{k}": (round(v, 2) if isinstance(v, float) else v) for k, v in e2e.items()},
         "rate_hz": args.rate,
     }

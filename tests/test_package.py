@@ -49,6 +49,12 @@ def test_package_xml_declares_what_the_code_imports():
         "clip2scene_interfaces",
         "launch",
         "launch_ros",
+        "rcl_interfaces",
+        "tf2_msgs",
+        "ament_index_python",
+        "sensor_msgs_py",
+        "message_filters",
+        "cv_bridge",
     }
     missing = (imported & ros_packages) - declared
     assert not missing, f"package.xml lacks <exec_depend> for {sorted(missing)}"

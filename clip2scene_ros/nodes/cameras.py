@@ -95,3 +95,27 @@ class CameraRig:
         conv.check_info_matches(info, *rgb.shape[:2])
         self.frame_ids[cam] = info.header.frame_id or img_msg.header.frame_id
         return DecodedCamera(rgb, conv.camera_info_matrix(info), self.frame_ids[cam])
+
+
+def subscribe_approximate(
+    node: Any, cloud_topic: str, image_topics: list[str], image_type: type, qos: Any, tolerance_s: float,
+    rig: CameraRig, on_cloud: Callable[[Any, dict], None],
+) -> Any:  # fmt: skip
+    """message_filters' ApproximateTime over the cloud and every camera; ``on_cloud(cloud, matched)``
+    gets {camera: (image, |dt| ns)} for the images that pass the arrival checks."""
+    import message_filters
+    from sensor_msgs.msg import PointCloud2
+
+    subs = [message_filters.Subscriber(node, PointCloud2, cloud_topic, qos_profile=qos)]
+    subs += [message_filters.Subscriber(node, image_type, t, qos_profile=qos) for t in image_topics]
+    sync = message_filters.ApproximateTimeSynchronizer(subs, 10, tolerance_s)
+
+    def on_synced(cloud: Any, *images: Any) -> None:
+        matched = {}
+        for cam, img in zip(rig.cameras, images, strict=True):
+            if rig.check_image(cam, img):
+                matched[cam] = (img, abs(stamp_ns(img.header) - stamp_ns(cloud.header)))
+        on_cloud(cloud, matched)
+
+    sync.registerCallback(on_synced)
+    return sync

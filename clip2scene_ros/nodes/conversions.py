@@ -29,13 +29,31 @@ _PF = {kind: code for code, kind in POINTFIELD_DTYPES.items()}  # numpy kind -> 
 OUTPUT_FIELDS = (("label", PointField.UINT16), ("score", PointField.FLOAT32), ("rgb", PointField.FLOAT32))
 
 
+try:  # the design card's PointCloud2 reader (a ROS install, or the kit scripts/setup.sh installs)
+    from sensor_msgs_py import point_cloud2 as _pc2
+except ImportError:  # pragma: no cover - depends on the installation
+    _pc2 = None
+READER = "sensor_msgs_py" if _pc2 is not None else "own"  # benchmarks/node_overhead.py times both
+
+
+def read_cloud(msg: PointCloud2) -> np.ndarray:
+    """Structured array [height*width] of a cloud: sensor_msgs_py's ``read_points`` (a zero-copy
+    view, as fast as our own reader: benchmarks/node_overhead.py), our reader for what it does not
+    cover: rows with padding (it ignores row_step) and short data (it fails without saying why)."""
+    n = msg.width * msg.height
+    if READER == "sensor_msgs_py" and n and msg.row_step == msg.width * msg.point_step \
+            and len(msg.data) >= n * msg.point_step and msg.point_step > 0:  # fmt: skip
+        return _pc2.read_points(msg, skip_nans=False)
+    return cloud_to_array(msg)
+
+
 def cloud_points(msg: PointCloud2, spec: InputSpec) -> tuple[np.ndarray, tuple[str, ...]]:
     """([N, 3 + F] float32 model input, feature fields the cloud lacks) from a PointCloud2, read
     through the model's input contract (``Segmenter.input``).
 
     An empty cloud with x/y/z gives zero rows; a cloud without x/y/z raises ``ValueError``.
     """
-    cloud = cloud_to_array(msg)
+    cloud = read_cloud(msg)
     if cloud.size == 0 and "x" in (cloud.dtype.names or ()):
         return np.zeros((0, 3 + len(spec.fields)), np.float32), ()
     points, missing = spec.points_from_cloud(cloud)

@@ -126,6 +126,24 @@ class PipelineMonitor:
         self.frames_done += 1
         return stages
 
+    def count_dropped_points(self, result: Any, hash_limit_m: Callable[[], float]) -> list[str]:
+        """Count the points a SegmentResult left unlabelled, by reason; warnings for the unusual ones."""
+        d = self.points_dropped
+        d["invalid"] += result.num_invalid
+        d["out_of_range"] += result.num_out_of_range
+        d["beyond_hash_range"] += result.num_unhashable
+        d["over_engine_profile"] += result.num_over_capacity
+        n, out = result.num_points, []
+        if result.num_invalid:
+            out.append(f"{result.num_invalid} of {n} points have NaN/Inf coordinates; they get label 0")
+        if result.num_unhashable:
+            out.append(f"{result.num_unhashable} of {n} points lie beyond the voxel hash range "
+                       f"(|coordinate| > {hash_limit_m():.0f} m); they get label 0 (set range_max)")  # fmt: skip
+        if result.num_over_capacity:
+            out.append(f"{result.num_over_capacity} of {n} points fell in voxels beyond the inference engine's "
+                       "profile; they get label 0 (widen the engine profile or lower max_points)")  # fmt: skip
+        return out
+
     def report(
         self, now: float, queue: Any, worker_alive: bool, camera_problems: list[str], max_latency_ms: float,
         warnings: WarningLog,

@@ -36,7 +36,7 @@ from clip2scene_ros.inference.relevance import QueryRateLimited, answer_threshol
 from clip2scene_ros.inference.segmenter import Segmenter, SegmentResult, palette
 from clip2scene_ros.nodes import conversions as conv
 from clip2scene_ros.nodes import parameters as params
-from clip2scene_ros.nodes.cameras import CameraRig, stamp_ns
+from clip2scene_ros.nodes.cameras import CameraRig, stamp_ns, subscribe_approximate
 from clip2scene_ros.nodes.frame_queue import FrameQueue
 from clip2scene_ros.nodes.overlay import OverlayPublisher
 from clip2scene_ros.nodes.pipeline_stats import PipelineMonitor, WarningLog
@@ -100,7 +100,8 @@ class SegmentNode(Node):
         self._publish_legend()
 
         warn = lambda m: self._warn(m, throttle=True)  # noqa: E731
-        buffer_bytes = int(self.p["camera_buffer_mb"] * 2**20) if self.p["fusion"] else 0
+        used = self.p["fusion"] or self.p["overlay.period"] > 0  # images are kept only when something uses them
+        buffer_bytes = int(self.p["camera_buffer_mb"] * 2**20) if used else 0
         self.cameras = CameraRig(self.p["cameras"], self.p["sync.tolerance"], extrinsics, warn, buffer_bytes)
         self._subscribe(params.qos(self.p["qos.reliability"], int(self.p["qos.depth"])), sensor_group)
         # Deeper than the default 10 requests: while inference starves the executor for a few seconds,
@@ -154,7 +155,10 @@ class SegmentNode(Node):
         cams = self.p["cameras"]
         img_type = CompressedImage if self.p["camera_transport"] == "compressed" else Image
         if self.p["sync.policy"] == "approximate_time":
-            self._subscribe_approximate(qos, img_type)
+            topics = [self._image_topic(cam) for cam in cams]
+            tolerance = self.p["sync.tolerance"]
+            self._approx_sync = subscribe_approximate(self, self.p["input_topic"], topics, img_type, qos, tolerance,
+                                                      self.cameras, self._on_cloud)  # fmt: skip
         else:
             self.create_subscription(PointCloud2, self.p["input_topic"], self._on_cloud, qos, callback_group=group)
             for cam in cams:
@@ -180,25 +184,6 @@ class SegmentNode(Node):
     def _image_topic(self, cam: str) -> str:
         topic = self.p["camera_image_topic"].format(name=cam)
         return topic + "/compressed" if self.p["camera_transport"] == "compressed" else topic
-
-    def _subscribe_approximate(self, qos: QoSProfile, img_type: type) -> None:
-        """message_filters' ApproximateTime over the cloud and every camera (where installed)."""
-        import message_filters
-
-        subs = [message_filters.Subscriber(self, PointCloud2, self.p["input_topic"], qos_profile=qos)]
-        for cam in self.p["cameras"]:
-            subs.append(message_filters.Subscriber(self, img_type, self._image_topic(cam), qos_profile=qos))
-        sync = message_filters.ApproximateTimeSynchronizer(subs, 10, self.p["sync.tolerance"])
-
-        def on_synced(cloud: PointCloud2, *images: Any) -> None:
-            matched = {}
-            for cam, img in zip(self.p["cameras"], images, strict=True):
-                if self.cameras.check_image(cam, img):
-                    matched[cam] = (img, abs(stamp_ns(img.header) - stamp_ns(cloud.header)))
-            self._on_cloud(cloud, matched)
-
-        sync.registerCallback(on_synced)
-        self._approx_sync = sync
 
     def _on_cloud(self, msg: PointCloud2, images: dict | None = None) -> None:
         self._monitor.cloud_rate.tick()
@@ -270,28 +255,8 @@ class SegmentNode(Node):
                 return None
         result = self.segmenter.segment(points, cameras if self.p["fusion"] else [], base_from_sensor)
         t_seg = time.perf_counter()
-        if result.num_invalid:
-            self._warn(
-                f"{result.num_invalid} of {result.num_points} points have NaN/Inf coordinates; they get label 0",
-                throttle=True,
-            )
-        dropped = self._monitor.points_dropped
-        dropped["invalid"] += result.num_invalid
-        dropped["out_of_range"] += result.num_out_of_range
-        dropped["beyond_hash_range"] += result.num_unhashable
-        dropped["over_engine_profile"] += result.num_over_capacity
-        if result.num_unhashable:
-            self._warn(
-                f"{result.num_unhashable} of {result.num_points} points lie beyond the voxel hash range "
-                f"(|coordinate| > {self.segmenter.hash_limit_m():.0f} m); they get label 0 (set range_max)",
-                throttle=True,
-            )
-        if result.num_over_capacity:
-            self._warn(
-                f"{result.num_over_capacity} of {result.num_points} points fell in voxels beyond the inference "
-                "engine's profile; they get label 0 (widen the engine profile or lower max_points)",
-                throttle=True,
-            )
+        for message in self._monitor.count_dropped_points(result, self.segmenter.hash_limit_m):
+            self._warn(message, throttle=True)
         out = conv.labelled_cloud(msg, result.labels, result.scores, self._packed_palette[result.labels])
         t_post = time.perf_counter()
         self.pub_labels.publish(out)
