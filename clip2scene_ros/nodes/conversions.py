@@ -39,9 +39,11 @@ READER = "sensor_msgs_py" if _pc2 is not None else "own"  # benchmarks/node_over
 def read_cloud(msg: PointCloud2) -> np.ndarray:
     """Structured array [height*width] of a cloud: sensor_msgs_py's ``read_points`` (a zero-copy
     view, as fast as our own reader: benchmarks/node_overhead.py), our reader for what it does not
-    cover: rows with padding (it ignores row_step) and short data (it fails without saying why)."""
+    cover: rows with padding (it ignores row_step), short data (it fails without saying why) and
+    big-endian clouds (it byte-swaps the message's own buffer in place, which corrupts the output
+    cloud built from the same message)."""
     n = msg.width * msg.height
-    if READER == "sensor_msgs_py" and n and msg.row_step == msg.width * msg.point_step \
+    if READER == "sensor_msgs_py" and n and not msg.is_bigendian and msg.row_step == msg.width * msg.point_step \
             and len(msg.data) >= n * msg.point_step and msg.point_step > 0:  # fmt: skip
         return _pc2.read_points(msg, skip_nans=False)
     return cloud_to_array(msg)

@@ -5,7 +5,9 @@ Used by ``clip2scene replay`` to start the node it plays a bag into, and by the 
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -26,15 +28,20 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 
 
 class NodeProcess:
-    """A node subprocess whose combined stdout/stderr lines are collected in the background."""
+    """A node subprocess whose combined stdout/stderr lines are collected in the background.
+
+    It runs in its own process group and ``stop`` signals the whole group, as Ctrl-C in a terminal
+    does: wrappers such as ``ros2 run`` leave forwarding the signal to the terminal.
+    """
 
     def __init__(self, cmd: Sequence[str], env: dict[str, str] | None = None) -> None:
         self.cmd = list(cmd)
         self.lines: list[str] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            self.cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        )
+            self.cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            start_new_session=True,
+        )  # fmt: skip
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -72,13 +79,20 @@ class NodeProcess:
                 f"no log line matching {pattern!r} within {timeout:.0f} s; log tail:\n{self.log(start)[-3000:]}"
             ) from None
 
-    def stop(self, timeout: float = 10.0) -> int:
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)  # the group this object created (its id is the child's pid)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGINT (Ctrl-C) to the process group; SIGKILL after ``timeout`` s. Returns the exit status."""
         if self.proc.poll() is None:
-            self.proc.send_signal(2)  # SIGINT: rclpy shuts down cleanly
+            self._signal_group(signal.SIGINT)  # rclpy and launch shut down cleanly on it
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self._signal_group(signal.SIGKILL)
                 self.proc.wait(timeout)
         self._reader.join(timeout)
         return self.proc.returncode

@@ -235,7 +235,7 @@ def running_segment_node(
     finally:
         if client is not None:
             client.close()
-        code = proc.stop()
+        code = proc.stop(timeout=30.0)  # a clean shutdown can take seconds on a loaded machine
         if code not in (0, -2, 130):
             raise RuntimeError(f"node exited with {code}:\n{proc.log()[-3000:]}")
 
