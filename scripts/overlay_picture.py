@@ -40,7 +40,8 @@ def nuscenes(root: Path, camera: str) -> np.ndarray:
     lidar_sd, cam_sd = (nusc.get("sample_data", sample["data"][c]) for c in ("LIDAR_TOP", camera))
     cam_cs = nusc.get("calibrated_sensor", cam_sd["calibrated_sensor_token"])
     lidar_cs = nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"])
-    lidar_pose, cam_pose = nusc.get("ego_pose", lidar_sd["ego_pose_token"]), nusc.get("ego_pose", cam_sd["ego_pose_token"])
+    lidar_pose = nusc.get("ego_pose", lidar_sd["ego_pose_token"])
+    cam_pose = nusc.get("ego_pose", cam_sd["ego_pose_token"])
     T = nuscenes_camera_from_lidar(lidar_cs, lidar_pose, cam_cs, cam_pose)
     image = np.asarray(Image.open(root / cam_sd["filename"]).convert("RGB"))
     pts = np.fromfile(root / lidar_sd["filename"], dtype=np.float32).reshape(-1, 5)[:, :3]
