@@ -56,6 +56,8 @@ def generate_launch_description() -> LaunchDescription:
                 "camera", default_value="/camera/{name}", description="camera topic prefix ({name} = camera)"
             ),
             DeclareLaunchArgument("rviz", default_value="false", description="also start RViz2 with config/rviz"),
+            # seconds between Ctrl-C and SIGTERM: room for the frame in flight and a clean shutdown
+            DeclareLaunchArgument("sigterm_timeout", default_value="20"),
             OpaqueFunction(function=_nodes),
             Node(
                 package="rviz2",

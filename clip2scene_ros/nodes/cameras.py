@@ -8,6 +8,7 @@ camera is skipped; nothing here raises on bad input.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -99,23 +100,41 @@ class CameraRig:
 
 def subscribe_approximate(
     node: Any, cloud_topic: str, image_topics: list[str], image_type: type, qos: Any, tolerance_s: float,
-    rig: CameraRig, on_cloud: Callable[[Any, dict], None],
+    rig: CameraRig, on_cloud: Callable[[Any, dict | None], None], on_image: Callable[[str, Any], None],
+    camera_timeout_s: float,
 ) -> Any:  # fmt: skip
-    """message_filters' ApproximateTime over the cloud and every camera; ``on_cloud(cloud, matched)``
-    gets {camera: (image, |dt| ns)} for the images that pass the arrival checks."""
+    """message_filters' ApproximateTime over the cloud and every camera.
+
+    ``on_cloud(cloud, matched)`` gets {camera: (image, |dt| ns)} for a synchronised set. A set
+    cannot form while a camera is silent, so then each cloud goes on at once with ``matched=None``
+    (the closest buffered images of the live cameras): a dead camera costs at most
+    ``camera_timeout_s`` of clouds, never the LiDAR output. Every image also reaches ``on_image``.
+    """
     import message_filters
     from sensor_msgs.msg import PointCloud2
 
-    subs = [message_filters.Subscriber(node, PointCloud2, cloud_topic, qos_profile=qos)]
-    subs += [message_filters.Subscriber(node, image_type, t, qos_profile=qos) for t in image_topics]
-    sync = message_filters.ApproximateTimeSynchronizer(subs, 10, tolerance_s)
+    cloud_sub = message_filters.Subscriber(node, PointCloud2, cloud_topic, qos_profile=qos)
+    image_subs = [message_filters.Subscriber(node, image_type, t, qos_profile=qos) for t in image_topics]
+    for cam, sub in zip(rig.cameras, image_subs, strict=True):
+        sub.registerCallback(lambda m, c=cam: on_image(c, m))
+    sync = message_filters.ApproximateTimeSynchronizer([cloud_sub, *image_subs], 10, tolerance_s)
+
+    passed: deque[int] = deque(maxlen=64)  # clouds already sent on alone (a late set must not repeat them)
 
     def on_synced(cloud: Any, *images: Any) -> None:
+        if stamp_ns(cloud.header) in passed:
+            return
         matched = {}
         for cam, img in zip(rig.cameras, images, strict=True):
             if rig.check_image(cam, img):
                 matched[cam] = (img, abs(stamp_ns(img.header) - stamp_ns(cloud.header)))
         on_cloud(cloud, matched)
 
+    def on_cloud_arrival(cloud: Any) -> None:
+        if rig.sync.silent_cameras(camera_timeout_s):
+            passed.append(stamp_ns(cloud.header))
+            on_cloud(cloud, None)
+
     sync.registerCallback(on_synced)
+    cloud_sub.registerCallback(on_cloud_arrival)
     return sync

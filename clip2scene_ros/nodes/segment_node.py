@@ -9,6 +9,7 @@ The frame queue is bounded and drops the OLDEST frame when full (counted in /dia
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -156,9 +157,9 @@ class SegmentNode(Node):
         img_type = CompressedImage if self.p["camera_transport"] == "compressed" else Image
         if self.p["sync.policy"] == "approximate_time":
             topics = [self._image_topic(cam) for cam in cams]
-            tolerance = self.p["sync.tolerance"]
-            self._approx_sync = subscribe_approximate(self, self.p["input_topic"], topics, img_type, qos, tolerance,
-                                                      self.cameras, self._on_cloud)  # fmt: skip
+            inputs = (self.p["input_topic"], topics, img_type, qos, self.p["sync.tolerance"], self.cameras)
+            timeout = self.p["camera_timeout"]
+            self._approx_sync = subscribe_approximate(self, *inputs, self._on_cloud, self._on_image, timeout)
         else:
             self.create_subscription(PointCloud2, self.p["input_topic"], self._on_cloud, qos, callback_group=group)
             for cam in cams:
@@ -386,6 +387,9 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C in a terminal reaches every process of the group and `ros2 launch` forwards it once
+        # more: a second SIGINT must not interrupt the clean-up below.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         # Order matters: stop the worker, then the executor's threads, then the node and rclpy.
         if node is not None:
             node.stop_worker()
