@@ -95,6 +95,7 @@ class PipelineMonitor:
         self.frames_done = 0
         self.failures = 0
         self._failures_reported = 0
+        self._last_stamp_ns: int | None = None
         self.last_fusion = (0, 0)  # (camera images, points) fused into the last frame
         # points given label 0 since start, by reason (shown in /diagnostics)
         self.points_dropped = {"invalid": 0, "out_of_range": 0, "beyond_hash_range": 0, "over_engine_profile": 0}
@@ -125,6 +126,11 @@ class PipelineMonitor:
         self.out_rate.tick()
         self.frames_done += 1
         return stages
+
+    def stamp_jump(self, stamp_ns: int) -> float | None:
+        """Seconds the cloud stamps went backwards (bag loop, clock reset), else None."""
+        last, self._last_stamp_ns = self._last_stamp_ns, stamp_ns
+        return (last - stamp_ns) / 1e9 if last is not None and stamp_ns < last else None
 
     def count_dropped_points(self, result: Any, hash_limit_m: Callable[[], float]) -> list[str]:
         """Count the points a SegmentResult left unlabelled, by reason; warnings for the unusual ones."""

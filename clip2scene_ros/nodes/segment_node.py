@@ -85,7 +85,6 @@ class SegmentNode(Node):
         self._lock = threading.Lock()
         self._last: tuple[Any, np.ndarray, SegmentResult] | None = None  # header, xyz, result
         self._queue = FrameQueue(int(self.p["queue_size"]))
-        self._last_stamp_ns: int | None = None
         self._monitor = PipelineMonitor(self.p["cameras"])
         self._started = time.monotonic()
         self._warned_features: set[tuple[str, ...]] = set()
@@ -217,13 +216,9 @@ class SegmentNode(Node):
         t0, c0 = time.perf_counter(), time.thread_time()
         msg, topic = frame.msg, self.p["input_topic"]
         stamp = stamp_ns(msg.header)
-        if self._last_stamp_ns is not None and stamp < self._last_stamp_ns:
-            self._warn(
-                f"cloud time stamps went backwards by {(self._last_stamp_ns - stamp) / 1e9:.3f} s "
-                "(bag loop or clock reset?); processing it anyway",
-                throttle=True,
-            )
-        self._last_stamp_ns = stamp
+        if (jump := self._monitor.stamp_jump(stamp)) is not None:
+            self._warn(f"cloud time stamps went backwards by {jump:.3f} s (bag loop or clock reset?); processing "
+                       "it anyway", throttle=True)  # fmt: skip
         try:
             points, missing = conv.cloud_points(msg, self.segmenter.input)
         except ValueError as e:
