@@ -53,13 +53,14 @@ def test_graph_uses_only_tensorrt_supported_operators(exported):
     )
 
 
-def test_onnxruntime_equals_eager_at_two_voxel_counts(exported):
+def test_onnxruntime_equals_eager_at_three_voxel_counts(exported):
     ckpt, onnx_path, model = exported
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     counts = set()
-    for pts in (example_points(None, seed=11), example_points(3000, seed=12)):
+    # a few points: coarse levels of one voxel, empty offset groups and row buckets
+    for pts in (example_points(None, seed=11), example_points(3000, seed=12), example_points(4, seed=15)):
         prep = prepare_inputs(model.config, pts)
         counts.add(prep.num_voxels)
         got = dict(zip(["global", "local"], sess.run(None, prep.feeds())))
@@ -70,7 +71,7 @@ def test_onnxruntime_equals_eager_at_two_voxel_counts(exported):
             voxel_ref[prep.point_rows] = ref[h].numpy()
             assert np.abs(got[h] - voxel_ref).max() < 1e-4
             assert np.abs(got[h]).mean() > 1e-3
-    assert len(counts) == 2
+    assert len(counts) == 3
 
 
 def test_backends_agree_per_point_and_bf16_keeps_labels(exported):
