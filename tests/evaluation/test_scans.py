@@ -109,3 +109,30 @@ def test_cli_on_the_real_scans(real_data, tmp_path, capsys):
     )
     assert "trunk" not in summary["per_class_iou"] and summary["unmapped_classes_present"]["trunk"] > 0
     assert len(list(tmp_path.glob("bev_*.png"))) == 1
+
+
+def test_height_model_needs_no_intensity(tmp_path, capsys, caplog):
+    """A base-frame student reading height (no intensity) scores clouds without an intensity field
+    without any filled-in column (and without the warning that filling causes)."""
+    import torch
+
+    from clip2scene_ros.cli.main import main
+    from clip2scene_ros.models import create_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("minkunet18_tiny", embed_dim=64, in_features=["z"], voxel_size=0.2)
+    extra = {"vocabulary": "synthetic", "frame": {"name": "base_link"}}
+    save_checkpoint(tmp_path / "student", model, extra)
+    pts, raw = _street(800)
+    scans = tmp_path / "scans"
+    (scans / "points").mkdir(parents=True)
+    (scans / "labels").mkdir()
+    np.save(scans / "points" / "a.npy", pts[:, :3])  # x y z only
+    np.save(scans / "labels" / "a.npy", map_labels(raw, "semantickitti_raw_to_semantickitti19"))
+    with caplog.at_level("WARNING"):
+        rc = main(["evaluate", "scans", str(scans), "--checkpoint", str(tmp_path / "student"),
+                   "--out", str(tmp_path / "out"), "--threads", "1"])  # fmt: skip
+    assert rc == 0
+    assert "filled with 0" not in caplog.text
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["frame"] == "base_link" and summary["points"] == len(pts)
