@@ -1,18 +1,26 @@
-"""The synthetic CLIP2Scene recipe: teacher vs annotation-free student, 1 vs 3 sweeps, and 1 %-label
+"""The synthetic CLIP2Scene recipe over several seeds: teacher vs annotation-free student, 1 vs 3
+sweeps (Eq. 1 on the key frame only, as in the paper, and on every sweep), and 1 %-label
 fine-tuning from our pre-training against from scratch, on the held-out synthetic split.
 
-Recipe (what this script runs, in-process, on CPU):
-  1. pre-train the student (minkunet18_tiny, paper losses) on the synthetic train split, 3 sweeps;
-  2. the same with 1 sweep (key frame only);
-  3. evaluate both on the val split: mIoU on camera-seen points and on points no camera sees,
-     and the teacher projected onto the camera-seen points;
-  4. fine-tune with 1 % of the labelled train frames (every 100th key frame) from the 3-sweep
-     student and from scratch, same steps and learning rates; evaluate both on val.
+For each seed (model initialisation, data order and augmentation; the scenes are the fixed splits):
+  1. pre-train the student (minkunet18_tiny, paper losses, ``pretrain_synthetic.yaml``) on the
+     train split with 3 sweeps, Eq. 1 on every sweep's paired points (the shipped default);
+  2. the same with Eq. 1 on the key frame only (``loss.semantic_on_sweeps=false``, the paper's
+     formulation; Eq. 2-4 still uses all sweeps);
+  3. the same with 1 sweep (key frame only);
+  4. evaluate each on the val split (default 6 scenes x 4 key frames = 24 frames): mIoU on
+     camera-seen points, on points no camera sees averaged over the same classes as camera-seen
+     (classes present in both), and the teacher projected onto the camera-seen points;
+  5. fine-tune with 1 % of the labelled train frames (every 100th key frame) from the step-1
+     student, and from scratch twice: with the same fine-tuning steps, and with the same total
+     step budget (pre-training + fine-tuning steps); evaluate on val.
+Reported as mean +- sample standard deviation over the seeds. The teacher targets are cached once
+(``targets.cache_dir``) and shared by every seed and both 3-sweep variants.
 
 Each stage is also a CLI call (``clip2scene train pretrain --config pretrain_synthetic --set ...``);
 the effective configs are written next to the outputs. Prints a table; the last line is JSON.
 
-    .venv/bin/python benchmarks/synthetic_recipe.py --out-dir runs/recipe   # the documented recipe, < 30 min on 2 cores
+    .venv/bin/python benchmarks/synthetic_recipe.py --out-dir runs/recipe   # 3 seeds: about 35 min per seed at 1 thread
     .venv/bin/python benchmarks/synthetic_recipe.py --quick --teacher-random       # smoke test
 """
 
@@ -27,6 +35,37 @@ from pathlib import Path
 
 import torch
 
+METRICS = (
+    ("teacher_miou_seen", "teacher projected (camera-seen points)"),
+    ("student_miou_seen", "student 3 sweeps, camera-seen points"),
+    ("student_miou_unseen_same_classes", "student 3 sweeps, no-camera points (same classes)"),
+    ("student_miou_unseen", "student 3 sweeps, no-camera points (their classes)"),
+    ("student_miou_all", "student 3 sweeps, all points"),
+    ("student_keyeq1_miou_seen", "3 sweeps, Eq. 1 on key frame only, camera-seen"),
+    ("student_keyeq1_miou_all", "3 sweeps, Eq. 1 on key frame only, all points"),
+    ("student_1sweep_miou_seen", "student 1 sweep, camera-seen points"),
+    ("student_1sweep_miou_all", "student 1 sweep, all points"),
+    ("finetune_1pct_pretrained", "1% labels, from our pre-training"),
+    ("finetune_1pct_scratch", "1% labels, from scratch (same fine-tuning steps)"),
+    ("finetune_1pct_scratch_same_budget", "1% labels, from scratch (same total steps)"),
+)
+
+
+def same_class_miou(result: dict, a: str = "camera_unseen", b: str = "camera_seen") -> float | None:
+    """Mean IoU of ``a`` over the classes present in both ``a`` and ``b``."""
+    pairs = [x for x, y in zip(result.get(f"iou_{a}", []), result.get(f"iou_{b}", []), strict=False)
+             if x is not None and y is not None]  # fmt: skip
+    return round(sum(pairs) / len(pairs), 2) if pairs else None
+
+
+def mean_std(values: list[float | None]) -> dict:
+    v = [x for x in values if x is not None]
+    if not v:
+        return {"mean": None, "std": None, "n": 0}
+    m = sum(v) / len(v)
+    sd = (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
+    return {"mean": round(m, 2), "std": round(sd, 2), "n": len(v)}
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,17 +76,18 @@ def main() -> int:
     ap.add_argument("--pretrain-steps", type=int, default=360)
     ap.add_argument("--finetune-steps", type=int, default=60)
     ap.add_argument("--train-scenes", type=int, default=2, help="pre-training scenes (x4 key frames)")
-    ap.add_argument("--val-scenes", type=int, default=1, help="evaluation scenes (x4 key frames)")
+    ap.add_argument("--val-scenes", type=int, default=6, help="evaluation scenes (x4 key frames)")
+    ap.add_argument("--seeds", default="0,1,2", help="comma list of training seeds")
     ap.add_argument("--points-per-ring", type=int, default=360)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="pre-training config override, e.g. --set optim.lr=0.3 --set augment=false")  # fmt: skip
-    ap.add_argument("--skip", default="", help="comma list of stages to skip: s1,finetune")
+    ap.add_argument("--skip", default="", help="comma list of stages to skip: s1,keyeq1,finetune,budget")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the plumbing in a few minutes")
     args = ap.parse_args()
     if args.quick:
         args.pretrain_steps, args.finetune_steps, args.train_scenes, args.val_scenes = 4, 4, 1, 1
-        args.points_per_ring = 180
+        args.points_per_ring, args.seeds = 180, "0,1"
 
     from clip2scene_training.config import EvaluateConfig, FinetuneConfig, PretrainConfig, load_config
     from clip2scene_training.evaluate import evaluate
@@ -75,8 +115,10 @@ def main() -> int:
             **kw,
         },
     }
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     timings: dict[str, float] = {}
-    results: dict[str, dict] = {}
+    per_seed: list[dict] = []
+    seed_seconds: list[float] = []
 
     def timed(name, fn, *a, **kw):
         t = time.time()
@@ -89,89 +131,112 @@ def main() -> int:
         )
         return r
 
-    common = {
-        "max_steps": args.pretrain_steps,
-        "num_threads": args.threads,
-        "checkpoint_every": 1000,
-        "teacher": teacher,
-        "progress": True,
-    }
-    for sweeps in (3, 1):
-        if sweeps == 1 and "s1" in skip:
-            continue
-        cfg = load_config(PretrainConfig, "pretrain_synthetic", args.set or None)
-        cfg = load_config(
-            PretrainConfig,
-            {
-                **_asdict(cfg),
-                **common,
-                "out_dir": str(out / f"pretrain_s{sweeps}"),
-                "data": data("train", args.train_scenes, sweeps),
-            },
-        )
-        timed(f"pretrain_{sweeps}sweep", pretrain, cfg, resume="never")
-        ev = load_config(EvaluateConfig, {
-            "checkpoint": str(out / f"pretrain_s{sweeps}" / "student"), "out_dir": str(out / f"eval_s{sweeps}"),
-            "data": data("val", args.val_scenes, 1), "teacher": teacher if sweeps == 3 else None,
-            "num_threads": args.threads})  # fmt: skip
-        results[f"annotation_free_{sweeps}sweep"] = timed(f"evaluate_{sweeps}sweep", evaluate, ev)
+    def run_pretrain(seed: int, name: str, sweeps: int, extra: dict) -> dict:
+        base = load_config(PretrainConfig, "pretrain_synthetic", args.set or None)
+        cfg = _asdict(base)
+        cfg.update({
+            "max_steps": args.pretrain_steps, "num_threads": args.threads, "checkpoint_every": 1000,
+            "teacher": teacher, "progress": True, "seed": seed, "out_dir": str(out / f"seed{seed}" / name),
+            "data": data("train", args.train_scenes, sweeps), "targets": {"cache_dir": str(out / "target_cache")},
+        })  # fmt: skip
+        cfg["loss"] = {**cfg["loss"], **extra}
+        timed(f"seed{seed}_{name}", pretrain, load_config(PretrainConfig, cfg), resume="never")
+        return cfg
 
-    if "finetune" not in skip:
-        for name, init in (("from_pretrain", str(out / "pretrain_s3" / "student")), ("from_scratch", None)):
-            cfg = load_config(FinetuneConfig, {
-                "out_dir": str(out / f"finetune_{name}"), "init": init, "label_fraction": 0.01,
-                "max_steps": args.finetune_steps, "num_threads": args.threads, "checkpoint_every": 1000,
-                "data": data("train", 25, 1, render_cameras=False),
-                "optim": {"lr": 0.02, "head_lr": 0.2}})  # fmt: skip
-            ft = timed(f"finetune_{name}", finetune, cfg, resume="never")
-            ev = load_config(EvaluateConfig, {
-                "checkpoint": str(out / f"finetune_{name}" / "student"), "out_dir": str(out / f"eval_ft_{name}"),
-                "data": data("val", args.val_scenes, 1), "num_threads": args.threads})  # fmt: skip
-            results[f"finetune_1pct_{name}"] = {
-                **timed(f"evaluate_ft_{name}", evaluate, ev),
-                "labelled_frames": ft["labelled_samples"],
-            }
+    def run_eval(seed: int, name: str, checkpoint: Path, with_teacher: bool) -> dict:
+        ev = load_config(EvaluateConfig, {
+            "checkpoint": str(checkpoint), "out_dir": str(out / f"seed{seed}" / f"eval_{name}"),
+            "data": data("val", args.val_scenes, 1), "teacher": teacher if with_teacher else None,
+            "num_threads": args.threads, "progress": False})  # fmt: skip
+        return timed(f"seed{seed}_evaluate_{name}", evaluate, ev)
+
+    def run_finetune(seed: int, name: str, init: str | None, steps: int) -> dict:
+        cfg = load_config(FinetuneConfig, {
+            "out_dir": str(out / f"seed{seed}" / f"finetune_{name}"), "init": init, "label_fraction": 0.01,
+            "max_steps": steps, "num_threads": args.threads, "checkpoint_every": 1000, "seed": seed,
+            "data": data("train", 25, 1, render_cameras=False), "loader": {"workers": 0},
+            "optim": {"lr": 0.02, "head_lr": 0.2}})  # fmt: skip
+        ft = timed(f"seed{seed}_finetune_{name}", finetune, cfg, resume="never")
+        ev = run_eval(seed, f"ft_{name}", out / f"seed{seed}" / f"finetune_{name}" / "student", False)
+        return {**ev, "labelled_frames": ft["labelled_samples"]}
+
+    for seed in seeds:
+        t_seed = time.time()
+        row: dict = {"seed": seed}
+        run_pretrain(seed, "pretrain_s3", 3, {})
+        s3 = run_eval(seed, "s3", out / f"seed{seed}" / "pretrain_s3" / "student", True)
+        row.update({
+            "teacher_miou_seen": s3.get("miou_teacher_camera_seen"), "student_miou_seen": s3.get("miou_camera_seen"),
+            "student_miou_unseen": s3.get("miou_camera_unseen"), "student_miou_all": s3.get("miou_all"),
+            "student_miou_unseen_same_classes": same_class_miou(s3),
+        })  # fmt: skip
+        if "keyeq1" not in skip:
+            run_pretrain(seed, "pretrain_s3_keyeq1", 3, {"semantic_on_sweeps": False})
+            k = run_eval(seed, "s3_keyeq1", out / f"seed{seed}" / "pretrain_s3_keyeq1" / "student", False)
+            row["student_keyeq1_miou_seen"] = k.get("miou_camera_seen")
+            row["student_keyeq1_miou_all"] = k.get("miou_all")
+        if "s1" not in skip:
+            run_pretrain(seed, "pretrain_s1", 1, {})
+            s1 = run_eval(seed, "s1", out / f"seed{seed}" / "pretrain_s1" / "student", False)
+            row["student_1sweep_miou_seen"] = s1.get("miou_camera_seen")
+            row["student_1sweep_miou_all"] = s1.get("miou_all")
+        if "finetune" not in skip:
+            pre = run_finetune(seed, "from_pretrain", str(out / f"seed{seed}" / "pretrain_s3" / "student"),
+                               args.finetune_steps)  # fmt: skip
+            scratch = run_finetune(seed, "from_scratch", None, args.finetune_steps)
+            row["finetune_1pct_pretrained"] = pre.get("miou_all")
+            row["finetune_1pct_scratch"] = scratch.get("miou_all")
+            row["labelled_frames_1pct"] = scratch["labelled_frames"]
+            if "budget" not in skip:
+                budget = run_finetune(seed, "from_scratch_budget", None, args.pretrain_steps + args.finetune_steps)
+                row["finetune_1pct_scratch_same_budget"] = budget.get("miou_all")
+        seed_seconds.append(round(time.time() - t_seed, 1))
+        row["seconds"] = seed_seconds[-1]
+        per_seed.append(row)
+        (out / "per_seed.json").write_text(json.dumps(per_seed, indent=1))
 
     # -- table -----------------------------------------------------------------------------------
-    s3 = results.get("annotation_free_3sweep", {})
-    s1 = results.get("annotation_free_1sweep", {})
-    rows = [
-        ("teacher projected (camera-seen points)", s3.get("miou_teacher_camera_seen")),
-        ("student 3 sweeps, camera-seen points", s3.get("miou_camera_seen")),
-        ("student 3 sweeps, points no camera sees", s3.get("miou_camera_unseen")),
-        ("student 3 sweeps, all points", s3.get("miou_all")),
-        ("student 1 sweep, camera-seen points", s1.get("miou_camera_seen")),
-        ("student 1 sweep, all points", s1.get("miou_all")),
-        ("1% labels, from our pre-training", results.get("finetune_1pct_from_pretrain", {}).get("miou_all")),
-        ("1% labels, from scratch", results.get("finetune_1pct_from_scratch", {}).get("miou_all")),
+    stats = {key: mean_std([r.get(key) for r in per_seed]) for key, _ in METRICS}
+    print(f"\n{'synthetic val split (' + str(4 * args.val_scenes) + ' frames), ' + str(len(seeds)) + ' seeds':<52}"
+          f" {'mIoU mean +- std':>18}")  # fmt: skip
+    for key, label in METRICS:
+        st = stats[key]
+        cell = "-" if st["mean"] is None else f"{st['mean']:6.1f} +- {st['std']:4.1f}"
+        print(f"{label:<52} {cell:>18}")
+    ratio = [
+        r["student_miou_seen"] / r["teacher_miou_seen"]
+        for r in per_seed
+        if r.get("student_miou_seen") is not None and r.get("teacher_miou_seen")
     ]
-    print(f"\n{'synthetic val split':<45} {'mIoU':>6}")
-    for name, v in rows:
-        print(f"{name:<45} {'-' if v is None else f'{v:6.1f}':>6}")
-    teacher_miou = s3.get("miou_teacher_camera_seen")
+    gain = [
+        r["finetune_1pct_pretrained"] - r["finetune_1pct_scratch"]
+        for r in per_seed
+        if r.get("finetune_1pct_pretrained") is not None and r.get("finetune_1pct_scratch") is not None
+    ]
+    gain_budget = [
+        r["finetune_1pct_pretrained"] - r["finetune_1pct_scratch_same_budget"]
+        for r in per_seed
+        if r.get("finetune_1pct_pretrained") is not None and r.get("finetune_1pct_scratch_same_budget") is not None
+    ]
     summary = {
         "benchmark": "synthetic_recipe",
-        "teacher_miou_seen": teacher_miou,
-        "student_miou_seen": s3.get("miou_camera_seen"),
-        "student_miou_unseen": s3.get("miou_camera_unseen"),
-        "student_miou_all": s3.get("miou_all"),
-        "student_1sweep_miou_seen": s1.get("miou_camera_seen"),
-        "student_1sweep_miou_all": s1.get("miou_all"),
-        "student_over_teacher_seen": round(s3["miou_camera_seen"] / teacher_miou, 3) if teacher_miou else None,
-        "finetune_1pct_pretrained": results.get("finetune_1pct_from_pretrain", {}).get("miou_all"),
-        "finetune_1pct_scratch": results.get("finetune_1pct_from_scratch", {}).get("miou_all"),
-        "labelled_frames_1pct": results.get("finetune_1pct_from_scratch", {}).get("labelled_frames"),
+        "seeds": seeds,
+        "val_frames": 4 * args.val_scenes,
+        **{key: stats[key] for key, _ in METRICS},
+        "student_over_teacher_seen": mean_std(ratio),
+        "pretrain_gain_1pct": mean_std(gain),
+        "pretrain_gain_1pct_same_budget": mean_std(gain_budget),
+        "labelled_frames_1pct": per_seed[0].get("labelled_frames_1pct") if per_seed else None,
+        "seconds_per_seed": seed_seconds,
         "seconds": timings,
-        "total_seconds": round(sum(timings.values()), 1),
+        "total_seconds": round(sum(seed_seconds), 1),
         "teacher": teacher,
         "steps": {"pretrain": args.pretrain_steps, "finetune": args.finetune_steps},
         "pretrain_overrides": args.set,
         "threads": args.threads,
         "load_average": os.getloadavg()[0],
     }
-    a, b = summary["finetune_1pct_pretrained"], summary["finetune_1pct_scratch"]
-    summary["pretrain_gain_1pct"] = round(a - b, 2) if a is not None and b is not None else None
-    (out / "summary.json").write_text(json.dumps({**summary, "results": results}, indent=1))
+    (out / "summary.json").write_text(json.dumps({**summary, "per_seed": per_seed}, indent=1))
     print(json.dumps(summary))
     return 0
 

@@ -60,7 +60,8 @@ def test_prepare_targets_resumes_and_skips_damaged_samples(nuscenes_root, tmp_pa
     assert len(ds) == 4
     lidar0 = root / ds.key_data[ds.samples[0]["token"]]["LIDAR_TOP"]["filename"]
     lidar0.write_bytes(lidar0.read_bytes()[:7])  # truncated .pcd.bin
-    (root / ds.key_data[ds.samples[1]["token"]]["CAM_FRONT"]["filename"]).unlink()  # missing image
+    cam1 = root / ds.key_data[ds.samples[1]["token"]]["CAM_FRONT"]["filename"]
+    cam1.unlink()  # missing image
     path = tmp_path / "pretrain.yaml"
     path.write_text(yaml.safe_dump(_cfg(root, tmp_path)))
 
@@ -83,6 +84,16 @@ def test_prepare_targets_resumes_and_skips_damaged_samples(nuscenes_root, tmp_pa
     assert summary["skipped_samples"]["count"] == 2 and set(summary["skipped_samples"]["samples"]) == {"0", "1"}
     assert good.stat().st_size == size
     assert "sample 0 skipped" in caplog.text
+
+    # repaired raw files: the rerun prepares only the two missing samples; a complete cache then
+    # trains without the raw dataset at all
+    for rel in (lidar0, cam1):
+        shutil.copy(nuscenes_root / rel.relative_to(root), rel)
+    last = _prepare(path, capsys)
+    assert last["already_done"] == 2 and last["prepared"] == 2 and last["skipped"]["count"] == 0
+    root.rename(tmp_path / "raw_moved_away")
+    summary = train(load_config(PretrainConfig, path, ["out_dir=" + str(tmp_path / "run2")]))
+    assert summary["steps"] == 2 and summary["skipped_samples"]["count"] == 0
 
 
 def test_event_files_hold_the_logged_scalars(tmp_path):

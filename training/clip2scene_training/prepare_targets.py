@@ -62,6 +62,7 @@ def prepare_targets(cfg: PretrainConfig, workers: int | None = None, progress: b
     cache = open_target_cache(cfg, teacher, text)
     assert cache is not None
     n = len(dataset)
+    cache.set_count(n)
     todo = [i for i in range(n) if not cache.has(i)]
     _STATE.update(dataset=dataset, teacher=teacher, text=text, cache=cache)
     bar = None

@@ -116,22 +116,28 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
     from clip2scene_ros.datasets import create_dataset
     from clip2scene_ros.models import create_model
 
-    dataset = create_dataset(cfg.data.kind, cfg.data.pairing, **cfg.data.options)
     teacher, vocab, text = build_teacher(cfg.teacher, device)
     cache = open_target_cache(cfg, teacher, text)
-    if cache is not None and dist_info.is_main:
-        done = cache.done(len(dataset))
-        print(f"target cache {cache.dir}: {done}/{len(dataset)} samples ready", file=sys.stderr)
+    complete = cache.complete_count() if cache is not None else None
+    # A complete cache holds everything training reads: the raw dataset (whose index tables grow
+    # with its size, in every worker) is not opened at all.
+    dataset = None if complete else create_dataset(cfg.data.kind, cfg.data.pairing, **cfg.data.options)
+    num_samples = complete or len(dataset)
+    if cache is not None:
+        cache.set_count(num_samples)
+        if dist_info.is_main:
+            done = complete or cache.done(num_samples)
+            print(f"target cache {cache.dir}: {done}/{num_samples} samples ready", file=sys.stderr)
     # Each item is read from the cache (or computed by the teacher in the worker), augmented and
     # dropped after its step: nothing grows with the dataset.
     worker_teacher = teacher
-    if device.startswith("cuda") and (cache is None or cache.done(len(dataset)) < len(dataset)):
+    if device.startswith("cuda") and not complete:
         worker_teacher = build_teacher(cfg.teacher, "cpu")[0]  # CUDA does not survive fork into workers
     from clip2scene_training.augment import AugmentConfig
 
     items = PretrainItems(
         dataset, cache, worker_teacher, text, cfg.loss.grid_size, cfg.loss.max_per_grid, cfg.seed, cfg.augment,
-        cfg.targets.write_through, AugmentConfig.from_dict(cfg.augmentation),
+        cfg.targets.write_through, AugmentConfig.from_dict(cfg.augmentation), num_samples,
     )  # fmt: skip
 
     # -- model and optimizer -------------------------------------------------------------------
@@ -152,7 +158,7 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
     optimizer = build_optimizer([{"params": model.parameters()}], cfg.optim)
 
     # -- data order, loss ----------------------------------------------------------------------
-    sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.grad_accum, dist_info, cfg.seed, 0, 0)
+    sampler = StepBatchSampler(num_samples, cfg.batch_size, cfg.grad_accum, dist_info, cfg.seed, 0, 0)
     total_steps = cfg.max_steps or cfg.epochs * sampler.steps_per_epoch
     text_dev = text.to(device)
 
@@ -211,7 +217,7 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
         "final_loss": result.last.get("loss"),
         "world_size": dist_info.world,
         "global_batch": sampler.global_batch,
-        "samples": len(dataset),
+        "samples": num_samples,
         "seconds": round(result.seconds, 2),
         "samples_per_s": round((result.step - result.start_step) * sampler.global_batch / max(result.seconds, 1e-9), 3),
         "peak_rss_mb": round(rss_mb(), 1),

@@ -91,8 +91,9 @@ class PretrainItems(_SkippingItems):
     raw dataset and the teacher (in this worker), written through to the cache when one is given."""
 
     def __init__(self, dataset, cache: TargetCache | None, teacher, text: torch.Tensor, grid_size: float,
-                 max_per_grid: int, seed: int, augment: bool, write_through: bool = True, aug=None):  # fmt: skip
-        super().__init__(len(dataset), seed, augment, aug)
+                 max_per_grid: int, seed: int, augment: bool, write_through: bool = True, aug=None,
+                 num_samples: int | None = None):  # fmt: skip
+        super().__init__(len(dataset) if num_samples is None else num_samples, seed, augment, aug)
         self.dataset, self.cache, self.teacher, self.text = dataset, cache, teacher, text
         self.grid_size, self.max_per_grid, self.write_through = grid_size, max_per_grid, write_through
 
@@ -102,9 +103,11 @@ class PretrainItems(_SkippingItems):
                 c = self.cache.read(index)
                 return c.points, c.targets
             except CorruptSample as e:
-                if self.teacher is None or not self.write_through:
+                if self.teacher is None or self.dataset is None or not self.write_through:
                     raise
                 LOG.warning("%s; recomputing it", e)  # a damaged cache entry heals from the raw sample
+        if self.dataset is None:
+            raise CorruptSample(f"sample {index} is not in the target cache and the raw dataset is not open")
         sample = self.dataset[index]  # raw files + pairing
         sweeps = teacher_targets(self.teacher, self.text, sample)
         points = [sw.points for sw in sample.sweeps]

@@ -75,6 +75,28 @@ class TargetCache:
                 tmp.write_text(json.dumps(manifest, indent=1, default=str))
                 os.replace(tmp, path)
 
+    def manifest(self) -> dict:
+        try:
+            return json.loads((self.dir / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def set_count(self, n: int) -> None:
+        """Record the dataset's sample count, so a complete cache trains without opening the dataset."""
+        meta = self.manifest()
+        if meta.get("samples") == n:
+            return
+        meta["samples"] = n
+        path = self.dir / "manifest.json"
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(meta, indent=1, default=str))
+        os.replace(tmp, path)
+
+    def complete_count(self) -> int | None:
+        """The recorded sample count when every sample file is present, else None."""
+        n = self.manifest().get("samples")
+        return n if isinstance(n, int) and n > 0 and self.done(n) == n else None
+
     def path(self, index: int) -> Path:
         return self.dir / f"shard_{index // SHARD_SIZE:05d}" / f"{index:07d}.safetensors"
 
