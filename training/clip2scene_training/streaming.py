@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from clip2scene_training.target_cache import CorruptSample, TargetCache
-from clip2scene_training.targets import group_targets, teacher_targets
+from clip2scene_training.targets import SampleTargets, SweepTargets, group_targets, teacher_targets
 from clip2scene_training.trainer import augment_points
 
 __all__ = ["PretrainItems", "FinetuneItems", "SkipLog", "make_loader", "READ_ERRORS"]
@@ -182,5 +182,15 @@ def to_device(batch: dict, device: str) -> dict:
     batch["clouds"] = [c.to(device, non_blocking=non_blocking) for c in batch["clouds"]]
     if "labels" in batch:
         batch["labels"] = [y.to(device, non_blocking=non_blocking) for y in batch["labels"]]
+    if "samples" in batch and device != "cpu":
+        batch["samples"] = [
+            (n, SampleTargets([SweepTargets(*(x.to(device) for x in astuple_shallow(t))) for t in tg.sweeps],
+                              tg.groups.to(device)))
+            for n, tg in batch["samples"]
+        ]  # fmt: skip
     return batch
+
+
+def astuple_shallow(t: SweepTargets) -> tuple:
+    return (t.point_index, t.pixel_feats, t.pseudo, t.score)
 
