@@ -47,7 +47,7 @@ def _pretrain_cfg(out: Path, **kw) -> dict:
     return cfg
 
 
-def _run(args: list[str], env_extra: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def _run(args: list[str], env_extra: dict | None = None, timeout: int = 1200) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env_extra or {}))
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
@@ -157,7 +157,7 @@ def test_ddp_two_processes_match_single_process(reference, tmp_path):
             "--config",
             str(cfg),
         ],
-        timeout=400,
+        timeout=1200,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
