@@ -51,3 +51,17 @@ def test_colcon_builds_both_packages(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert str(iface) in out.stdout and "'text'" in out.stdout and "'threshold'" in out.stdout
+    # ros2 finds the colcon-installed package: its executable and its launch file (arguments only,
+    # nothing started; tests/nodes/test_ros2_cli.py runs the node through the venv's install).
+    ros2 = venv / "bin" / "ros2"
+    if ros2.exists():
+        pkg = install / "clip2scene_ros"
+        pkg_site = next(pkg.glob("lib/python3*/site-packages"))
+        ros_env = dict(check_env, AMENT_PREFIX_PATH=f"{pkg}{os.pathsep}{iface}{os.pathsep}{venv}",
+                       PYTHONPATH=f"{pkg_site}{os.pathsep}{site}")  # fmt: skip
+        out = subprocess.run([str(ros2), "pkg", "executables", "clip2scene_ros"], env=ros_env,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert "clip2scene_ros segment_node" in out.stdout, out.stdout + out.stderr
+        out = subprocess.run([str(ros2), "launch", "clip2scene_ros", "segment.launch.py", "--show-args"], env=ros_env,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert out.returncode == 0 and "'namespace':" in out.stdout and "'rviz':" in out.stdout, out.stdout + out.stderr

@@ -258,3 +258,21 @@ def test_tf_static_transforms_feed_the_tree():
     # the camera looks along base +x; with the LiDAR yawed -90 deg that is LiDAR +y
     np.testing.assert_allclose(lidar_from_cam[:3, 2], [0, 1, 0], atol=1e-9)
     np.testing.assert_allclose(lidar_from_cam[:3, 3], [0, 0.8, -0.3], atol=1e-9)
+
+
+def test_colour_encodings_beyond_the_fast_path_go_through_cv_bridge():
+    """rgb8/bgr8/mono: own zero-copy views; yuv422, bayer, 16-bit colour: cv_bridge where installed."""
+    cv_bridge = pytest.importorskip("cv_bridge", reason="cv_bridge is not installed (scripts/setup.sh kit)")
+    import cv2
+
+    from clip2scene_ros.nodes import conversions as conv
+
+    rgb = np.random.default_rng(0).integers(0, 255, (8, 10, 3), dtype=np.uint8)
+    bridge = cv_bridge.CvBridge()
+    msg = bridge.cv2_to_imgmsg((rgb.astype(np.uint16) * 257)[:, :, ::-1].copy(), encoding="bgr16")
+    np.testing.assert_array_equal(conv.image_to_rgb(msg), rgb)
+    bayer = cv2.cvtColor(rgb[:, :, ::-1], cv2.COLOR_BGR2GRAY)  # any 8-bit mosaic: conversion must run
+    msg = bridge.cv2_to_imgmsg(bayer, encoding="bayer_rggb8")
+    assert conv.image_problem(msg, None) is None and conv.image_to_rgb(msg).shape == (8, 10, 3)
+    msg.encoding = "32FC1"
+    assert "unsupported image encoding '32FC1'" in conv.image_problem(msg, None)
