@@ -57,3 +57,19 @@ def configure_ros_environment() -> None:
         if profile is not None and profile.is_file():
             os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
     os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join(_ament_prefixes())
+
+
+def fix_mmap_threshold(nbytes: int = 1 << 20) -> None:
+    """Serve large buffers (voxel tensors, clouds) with mmap so that freeing them returns the memory.
+
+    glibc raises its mmap threshold after each large free, after which frames of varying size are
+    carved from the heap and resident memory creeps up over hours; a fixed threshold stops that.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, nbytes)  # M_MMAP_THRESHOLD (fixing it also disables the dynamic adjustment)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass

@@ -344,11 +344,6 @@ class SegmentNode(Node):
         self._log.throttle_s = self.p["warn_throttle"]
         self._log.warn(message, throttle)
 
-    @property
-    def last_result(self) -> tuple[Any, np.ndarray, SegmentResult] | None:
-        with self._lock:
-            return self._last
-
     def stats(self) -> dict[str, float]:
         """Latency/overhead percentiles and counters (used by the benchmark)."""
         return self._monitor.summary(self._queue.dropped)
@@ -364,27 +359,11 @@ class SegmentNode(Node):
         super().destroy_node()
 
 
-def _fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
-    """Serve large buffers (voxel tensors, clouds) with mmap so that freeing them returns the memory.
-
-    glibc raises its mmap threshold after each large free, after which frames of varying size are
-    carved from the heap and resident memory creeps up over hours; a fixed threshold stops that.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, nbytes)  # M_MMAP_THRESHOLD (fixing it also disables the dynamic adjustment)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
-
-
 def main(args: list[str] | None = None) -> int:
-    from clip2scene_ros.resources import configure_ros_environment
+    from clip2scene_ros.resources import configure_ros_environment, fix_mmap_threshold
 
     configure_ros_environment()
-    _fixed_mmap_threshold()
+    fix_mmap_threshold()
     rclpy.init(args=args)
     node = executor = None
     try:
