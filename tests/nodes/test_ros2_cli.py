@@ -215,6 +215,27 @@ def test_param_describe_shows_description_and_range(launched):
     assert "frames waiting for inference" in out.stdout and "Min value: 1" in out.stdout, out.stdout
 
 
+def test_bag_replayed_into_the_launched_node_comes_back_labelled(launched, tmp_path):
+    """`clip2scene replay BAG --connect` plays a rosbag2 onto /lidar/points, where the launch file's
+    remapping connects the node: every frame comes back labelled."""
+    import json
+
+    from clip2scene_ros.sim import SimConfig, generate_sequence
+    from clip2scene_ros.sim.writers.rosbag import write_rosbag
+
+    cfg = SimConfig.default().with_overrides(**{"cameras.names": [], "threads": 1})
+    bag = write_rosbag(list(generate_sequence(cfg, seed=5, num_frames=3, cameras=False)), tmp_path / "bag")
+    out = subprocess.run(
+        [sys.executable, "-m", "clip2scene_ros.cli.main", "replay", str(bag), "--connect",
+         f"{launched['ns']}/segment_node", "--rate", "1.0", "--out", str(tmp_path / "r"), "--no-progress",
+         "--frame-timeout", "120"],
+        env=launched["env"], capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert line["frames_received"] == 3 and line["lost"] == 0, line
+
+
 def test_run_with_params_file(cli_env, config_file, launched):
     """`ros2 run clip2scene_ros segment_node --ros-args --params-file FILE` (a second node, own namespace)."""
     from support.node_harness import NodeProcess
