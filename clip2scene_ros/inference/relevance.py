@@ -73,15 +73,6 @@ def relevance_from_cosines(query_cos: np.ndarray, competitor_cos: np.ndarray, te
         return (1.0 / (1.0 + np.exp(-margin / temperature))).astype(np.float32)
 
 
-def relevance_rows(
-    unit_rows: np.ndarray, query: np.ndarray, canonicals: Canonicals, temperature: float = DEFAULT_TEMPERATURE
-) -> np.ndarray:
-    """Relevance [R] of unit feature rows [R, D] to the unit query embedding [D]."""
-    comp = canonicals.embeddings[canonicals.competitors(query)]
-    cos = unit_rows @ np.concatenate([query[None].astype(np.float32), comp]).T
-    return relevance_from_cosines(cos[:, 0], cos[:, 1:], temperature)
-
-
 class QueryRateLimited(ValueError):
     """More new (never encoded) query phrases per second than the node accepts."""
 
