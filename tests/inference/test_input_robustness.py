@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support.clouds import random_cloud
 
 from clip2scene_ros.inference.segmenter import Segmenter, SegmenterConfig
 
@@ -22,21 +23,12 @@ def segmenter(models) -> Segmenter:
     return Segmenter.from_config(cfg)
 
 
-def _points(n=3000, seed=0):
-    rng = np.random.default_rng(seed)
-    pts = np.zeros((n, 4), np.float32)
-    pts[:, :2] = rng.uniform(-15, 15, (n, 2))
-    pts[:, 2] = rng.uniform(-1.5, 1.5, n)
-    pts[:, 3] = rng.uniform(0, 1, n)
-    return pts
-
-
 def test_default_range_max_is_finite(models):
     assert 100 <= SegmenterConfig(checkpoint=models["checkpoint"]).range_max <= 300
 
 
 def test_points_beyond_the_voxel_hash_range_are_dropped_and_counted(segmenter):
-    pts = _points()
+    pts = random_cloud()
     ref = segmenter.segment(pts)
     pts[[3, 10, 11], 0] = [1e7, -5e6, 3e38]  # far beyond +-13 km at 0.1 m voxels
     pts[12, 2] = 2e6
@@ -58,7 +50,7 @@ def test_points_beyond_the_voxel_hash_range_are_dropped_and_counted(segmenter):
 
 def test_voxel_counts_outside_the_engine_profile_keep_the_frame(segmenter):
     backend = segmenter.backend
-    pts = _points(4000, seed=2)
+    pts = random_cloud(4000, seed=2)
     full = segmenter.segment(pts)
     num_voxels = len(full.features)
     try:

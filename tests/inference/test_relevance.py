@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from support.clouds import random_cloud
 
 from clip2scene_ros.inference.relevance import (
     DEFAULT_TEMPERATURE,
@@ -27,15 +28,6 @@ def segmenter(tmp_path_factory) -> Segmenter:
     return Segmenter.from_config(cfg)
 
 
-def _points(n=3000, seed=0):
-    rng = np.random.default_rng(seed)
-    pts = np.zeros((n, 4), np.float32)
-    pts[:, :2] = rng.uniform(-15, 15, (n, 2))
-    pts[:, 2] = rng.uniform(-1.5, 1.5, n)
-    pts[:, 3] = rng.uniform(0, 1, n)
-    return pts
-
-
 def test_relevance_is_half_where_the_query_ties_its_best_competitor():
     q = np.array([0.5, 0.2, 0.1], np.float32)
     comp = np.array([[0.5, 0.1], [0.1, 0.3], [0.0, 0.0]], np.float32)
@@ -54,7 +46,7 @@ def test_relevance_is_half_where_the_query_ties_its_best_competitor():
 def test_a_class_phrase_answers_the_points_labelled_with_it(segmenter):
     """With one name per class the phrase's embedding is its class's, so the class is no competitor:
     the default answer is the points of that label that no generic background phrase describes better."""
-    pts = _points()
+    pts = random_cloud()
     pts[:5, 0] = np.nan
     r = segmenter.segment(pts)
     canon = segmenter.canonicals
@@ -91,7 +83,7 @@ def test_rewordings_of_the_query_are_not_competitors(segmenter):
 
 
 def test_paraphrases_use_the_same_path_and_scores_are_relevances(segmenter):
-    r = segmenter.segment(_points(seed=3))
+    r = segmenter.segment(random_cloud(seed=3))
     for phrase in ("a person walking", "a lamp post", "a parked vehicle"):
         rel = segmenter.relevance(phrase, r)
         assert np.isfinite(rel).all() and rel.min() >= 0 and rel.max() <= 1
@@ -103,7 +95,7 @@ def test_vocabulary_changes_racing_with_inference_are_never_lost(segmenter):
     """Vocabulary switches from other threads while frames are segmented: every frame uses one whole
     vocabulary, and after the last call the last vocabulary is active."""
     vocabs = [CLASSES, CLASSES[:4], CLASSES[2:], ["road", "car"], CLASSES]
-    pts = _points(2000, seed=4)
+    pts = random_cloud(2000, seed=4)
     errors: list[BaseException] = []
     stop = threading.Event()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support.clouds import random_cloud
 
 from clip2scene_ros.inference.segmenter import (
     CameraInput,
@@ -32,17 +33,8 @@ def segmenter(models) -> Segmenter:
     return Segmenter.from_config(cfg)
 
 
-def _points(n=3000, seed=0):
-    rng = np.random.default_rng(seed)
-    pts = np.zeros((n, 4), np.float32)
-    pts[:, :2] = rng.uniform(-15, 15, (n, 2))
-    pts[:, 2] = rng.uniform(-1.5, 1.5, n)
-    pts[:, 3] = rng.uniform(0, 1, n)
-    return pts
-
-
 def test_segment_outputs_and_invalid_points(segmenter):
-    pts = _points()
+    pts = random_cloud()
     pts[:7, 1] = np.nan
     segmenter.max_points = 10_000
     r = segmenter.segment(pts)
@@ -59,7 +51,7 @@ def test_segment_outputs_and_invalid_points(segmenter):
 
 def test_voxel_level_classification_equals_per_point(segmenter):
     """Classifying voxels and gathering to points gives the per-point path's labels and scores."""
-    pts = _points(4000, seed=5)
+    pts = random_cloud(4000, seed=5)
     voxel_path = segmenter.segment(pts)
     assert voxel_path.rows is not None and len(voxel_path.features) < len(pts)  # fewer rows than points
     backend = segmenter.backend
@@ -76,7 +68,7 @@ def test_voxel_level_classification_equals_per_point(segmenter):
 
 
 def test_range_and_max_points(segmenter):
-    pts = _points(4000, seed=1)
+    pts = random_cloud(4000, seed=1)
     segmenter.range_max = 10.0
     segmenter.max_points = 1000
     try:
@@ -94,7 +86,7 @@ def test_empty_cloud(segmenter):
 
 
 def test_query_similarity_matches_features(segmenter):
-    pts = _points(500, seed=2)
+    pts = random_cloud(500, seed=2)
     r = segmenter.segment(pts)
     sim = segmenter.query("a parked car", r)
     t = segmenter.encode_text(["a parked car"])[0]
@@ -107,14 +99,14 @@ def test_vocabulary_is_encoded_once_per_change(segmenter):
     assert not segmenter.set_vocabulary("synthetic")  # unchanged: no re-encoding
     assert segmenter.set_vocabulary(["car|sedan", "tree"])
     assert not segmenter.set_vocabulary(["car|sedan", "tree"])
-    r = segmenter.segment(_points(300))
+    r = segmenter.segment(random_cloud(300))
     assert set(np.unique(r.labels).tolist()) <= {1, 2}
     assert segmenter.set_vocabulary("synthetic")
     assert segmenter.vocabulary_encodings == before + 2
 
 
 def test_camera_fusion_changes_only_seen_points(segmenter):
-    pts = _points(2000, seed=3)
+    pts = random_cloud(2000, seed=3)
     K = np.array([[100.0, 0, 80], [0, 100, 48], [0, 0, 1]])
     cam_from_lidar = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
     img = np.random.default_rng(0).integers(0, 255, (96, 160, 3), dtype=np.uint8)
@@ -155,7 +147,7 @@ def test_onnxruntime_backend_agrees_with_torch(models, segmenter):
         checkpoint=models["checkpoint"], teacher=models["teacher"] or None, backend="onnxruntime", threads=1
     )
     ort_seg = Segmenter.from_config(cfg)
-    pts = _points(2000, seed=5)
+    pts = random_cloud(2000, seed=5)
     a, b = segmenter.segment(pts), ort_seg.segment(pts)
     assert (a.labels == b.labels).mean() > 0.99
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-3)
@@ -165,7 +157,7 @@ def test_voxel_size_parameter_reaches_the_backend(models):
     cfg = SegmenterConfig(checkpoint=models["checkpoint"], teacher=models["teacher"] or None, voxel_size=0.3)
     seg = Segmenter.from_config(cfg)
     assert seg.backend.config.voxel_size == 0.3
-    r = seg.segment(_points(500))
+    r = seg.segment(random_cloud(500))
     assert (r.labels > 0).all()
 
 
@@ -174,7 +166,7 @@ def test_vocabulary_head_runs_with_the_forward(segmenter):
     from clip2scene_ros.inference.backends import CLASS_COSINE, CLASS_INDEX, INV_NORM, classify_numpy
 
     head = segmenter._classifier[0]
-    out, rows = segmenter.backend.voxel_outputs(_points(3000, seed=9), head)
+    out, rows = segmenter.backend.voxel_outputs(random_cloud(3000, seed=9), head)
     ref = classify_numpy(out[head.head], head.text_t)
     assert out[CLASS_INDEX].shape == (len(out[head.head]),) and (rows >= 0).all()
     np.testing.assert_array_equal(out[CLASS_INDEX], ref[CLASS_INDEX])
@@ -183,7 +175,7 @@ def test_vocabulary_head_runs_with_the_forward(segmenter):
     empty, empty_rows = segmenter.backend.voxel_outputs(np.zeros((0, 4), np.float32), head)
     assert empty[CLASS_INDEX].shape == (0,) and empty_rows.shape == (0,)
     with pytest.raises(ValueError, match="no head 'nope'"):
-        segmenter.backend.voxel_outputs(_points(10), type(head)("nope", head.text_t))
+        segmenter.backend.voxel_outputs(random_cloud(10), type(head)("nope", head.text_t))
 
 
 # ---- helpers ---------------------------------------------------------------------------------
