@@ -112,7 +112,7 @@ def test_spvcnn_pretrains_and_finetunes_with_the_shared_training_code(tmp_path):
     }  # fmt: skip
     pre = pretrain(load_config(PretrainConfig, {
         "out_dir": str(tmp_path / "pre"), "model": "spvcnn_tiny", "batch_size": 1, "max_steps": 2,
-        "num_threads": 1, "progress": False, "data": data, "cache_dir": str(tmp_path / "targets"),
+        "num_threads": 1, "progress": False, "data": data, "targets": {"cache_dir": str(tmp_path / "targets")},
         "teacher": {"model": "c2s-tiny-vit-p16", "random_init": True, "vocabulary": "synthetic"},
     }))  # fmt: skip
     student, cfg, _ = load_checkpoint(tmp_path / "pre" / "student")
