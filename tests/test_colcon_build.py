@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def test_colcon_builds_both_packages(tmp_path):
+def test_colcon_builds_both_packages(tmp_path, new_domain_id):
     venv = Path(sys.prefix)
     colcon = venv / "bin" / "colcon"
     if not colcon.exists():
@@ -65,3 +65,29 @@ def test_colcon_builds_both_packages(tmp_path):
         out = subprocess.run([str(ros2), "launch", "clip2scene_ros", "segment.launch.py", "--show-args"], env=ros_env,
                              capture_output=True, text=True, timeout=120)  # fmt: skip
         assert out.returncode == 0 and "'namespace':" in out.stdout and "'rviz':" in out.stdout, out.stdout + out.stderr
+        _launch_from_the_workspace(ros2, ros_env, new_domain_id(), install)
+
+
+def _launch_from_the_workspace(ros2: Path, env: dict, domain: str, install: Path) -> None:
+    """`ros2 launch clip2scene_ros segment.launch.py` runs the colcon-installed node (shipped models),
+    `ros2 service call /query_text` reaches it, and Ctrl-C ends the launch with status 0."""
+    from clip2scene_ros.nodes.node_process import NodeProcess
+
+    env = dict(env, ROS_DOMAIN_ID=domain, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1",
+               OMP_NUM_THREADS="1")  # fmt: skip
+    proc = NodeProcess([str(ros2), "launch", "clip2scene_ros", "segment.launch.py", "namespace:=/c2s_colcon"], env)
+    try:
+        proc.wait_for_log(r"listening on /lidar/points", 240.0)
+        # the node runs the workspace's copy of the package and its shipped student, not the venv's
+        loaded = proc.wait_for_log(r"checkpoint=", 10.0)
+        assert f"checkpoint={install}" in loaded, loaded
+        out = subprocess.run(
+            [str(ros2), "service", "call", "/c2s_colcon/query_text", "clip2scene_interfaces/srv/QueryText",
+             "{text: 'a parked car'}"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert "response:" in out.stdout, out.stdout + out.stderr + proc.log()[-2000:]
+    finally:
+        status = proc.stop(timeout=60.0)
+        subprocess.run([str(ros2), "daemon", "stop"], env=env, capture_output=True, timeout=60)
+    assert status == 0, proc.log()[-3000:]
