@@ -6,9 +6,11 @@ checkout falls back to the repository root, so one lookup works for colcon, pip 
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 PACKAGE = "clip2scene_ros"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -59,17 +61,39 @@ def configure_ros_environment() -> None:
     os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join(_ament_prefixes())
 
 
-def fix_mmap_threshold(nbytes: int = 1 << 20) -> None:
-    """Serve large buffers (voxel tensors, clouds) with mmap so that freeing them returns the memory.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+HEAP_TRIM_PERIOD_S = 10.0  # trim_heap period of long-running nodes: ~1 ms per frame amortised at 10 Hz
 
-    glibc raises its mmap threshold after each large free, after which frames of varying size are
-    carved from the heap and resident memory creeps up over hours; a fixed threshold stops that.
-    """
+
+@functools.cache
+def _libc() -> Any:  # None when not glibc: nothing to tune
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, nbytes)  # M_MMAP_THRESHOLD (fixing it also disables the dynamic adjustment)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def fix_malloc_thresholds(mmap_bytes: int = 32 << 20, trim_bytes: int = 64 << 20) -> None:
+    """Keep a frame's large buffers (voxel tensors, clouds) in the heap, with fixed thresholds.
+
+    Buffers served by mmap, or heap tops trimmed after every frame, come back as fresh zero pages
+    on the next frame: tens of thousands of page faults that doubled the forward time. Fixed values
+    also stop glibc's dynamic adjustment, so the heap's slack is bounded instead of following the
+    largest frame ever seen; ``trim_heap`` returns what frames of varying size leave behind.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, mmap_bytes)  # glibc refuses values above 32 MB on 64-bit
+        libc.mallopt(M_TRIM_THRESHOLD, trim_bytes)
+
+
+def trim_heap() -> None:
+    """Return the free pages of every malloc arena to the system (a few ms; the next frame
+    faults its buffers back in, so call it every few seconds, not every frame)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)

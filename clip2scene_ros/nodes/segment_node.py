@@ -42,6 +42,7 @@ from clip2scene_ros.nodes.frame_queue import FrameQueue
 from clip2scene_ros.nodes.overlay import OverlayPublisher
 from clip2scene_ros.nodes.pipeline_stats import PipelineMonitor, WarningLog
 from clip2scene_ros.nodes.query_markers import query_markers
+from clip2scene_ros.resources import HEAP_TRIM_PERIOD_S, configure_ros_environment, fix_malloc_thresholds, trim_heap
 
 try:  # a ROS install, or the TFMessage-only subset scripts/setup.sh builds into the venv
     from tf2_msgs.msg import TFMessage
@@ -201,11 +202,15 @@ class SegmentNode(Node):
     # ---- worker ---------------------------------------------------------------------------------
 
     def _work(self) -> None:
+        trimmed = time.monotonic()
         while self._running:
             try:
                 frame = self._queue.get(timeout=0.2)
                 if frame is not None:
                     self.process(frame)
+                if time.monotonic() - trimmed > HEAP_TRIM_PERIOD_S:  # bounded memory, one slower frame
+                    trim_heap()
+                    trimmed = time.monotonic()
             except Exception as e:  # keep serving: one bad frame must not stop the node
                 self._monitor.failures += 1
                 self._warn(f"frame failed: {type(e).__name__}: {e}")
@@ -360,10 +365,8 @@ class SegmentNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    from clip2scene_ros.resources import configure_ros_environment, fix_mmap_threshold
-
     configure_ros_environment()
-    fix_mmap_threshold()
+    fix_malloc_thresholds()
     rclpy.init(args=args)
     node = executor = None
     try:
