@@ -145,3 +145,35 @@ def test_commands_use_the_shipped_dds_profile(monkeypatch, var):
     monkeypatch.setenv(var, "/custom/profile.xml")
     configure_ros_environment()
     assert os.environ[var] == "/custom/profile.xml", "a user's own profile must win"
+
+
+FAULTS_PER_FRAME = """
+import resource, sys, threading
+import numpy as np
+from clip2scene_ros.resources import fix_malloc_thresholds, trim_heap
+fix_malloc_thresholds(**({"mmap_bytes": 1 << 20} if sys.argv[1] == "small" else {}))
+faults = []
+def frames():  # a worker thread (its own malloc arena, like the node's), 16 MB buffers filled per frame
+    for _ in range(10):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(3):
+            np.ones(4 << 20, np.float32).sum()
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    trim_heap()
+t = threading.Thread(target=frames)
+t.start()
+t.join()
+print(sorted(faults)[len(faults) // 2])
+"""
+
+
+def test_fixed_malloc_thresholds_reuse_frame_buffers_instead_of_faulting_them_in():
+    # Buffers served by fresh mmap pages (a 1 MB threshold) fault every page in again on each frame,
+    # which doubled the node's forward time; the default thresholds keep them in the heap.
+    def median_faults(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", FAULTS_PER_FRAME, mode], capture_output=True, text=True, check=True)
+        return int(out.stdout.split()[-1])
+
+    small = median_faults("small")
+    assert small >= 3  # one fault per buffer at least (transparent huge pages fault 2 MB at a time)
+    assert median_faults("fixed") * 4 < small
