@@ -19,6 +19,7 @@ __all__ = [
     "rot_z",
     "quaternion_to_matrix",
     "matrix_to_quaternion",
+    "slerp",
     "rotation_rpy",
     "pose_to_matrix",
     "matrix_to_pose",
@@ -89,6 +90,20 @@ def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
         q = [(r[1, 0] - r[0, 1]) / s, (r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, 0.25 * s]
     q = np.asarray(q) / np.linalg.norm(q)
     return q if q[0] >= 0 else -q
+
+
+def slerp(q0_wxyz: Sequence[float], q1_wxyz: Sequence[float], w: float) -> np.ndarray:
+    """Unit quaternion ``w`` (0..1) of the way from ``q0`` to ``q1`` along the shorter arc."""
+    q0 = np.asarray(q0_wxyz, dtype=np.float64) / np.linalg.norm(q0_wxyz)
+    q1 = np.asarray(q1_wxyz, dtype=np.float64) / np.linalg.norm(q1_wxyz)
+    d = float(q0 @ q1)
+    if d < 0:  # q and -q are the same rotation: take the nearer one
+        q1, d = -q1, -d
+    if d > 0.9995:  # nearly equal: sin(theta) ~ 0, the straight line is exact to ~1e-8
+        q = q0 + w * (q1 - q0)
+        return q / np.linalg.norm(q)
+    theta = math.acos(d)
+    return (math.sin((1 - w) * theta) * q0 + math.sin(w * theta) * q1) / math.sin(theta)
 
 
 def rotation_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:

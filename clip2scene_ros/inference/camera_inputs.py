@@ -2,7 +2,7 @@
 
 Each camera matched to a cloud is decoded by a caller-given function (the node decodes ROS
 messages; a replay tool might read files); its pose comes from an explicit extrinsic when one is
-configured, else from a transform lookup (static TF). A camera that cannot be used is skipped with
+configured, else from a transform lookup (TF at the cloud's stamp). A camera that cannot be used is skipped with
 a message saying why, so fusion degrades to fewer cameras instead of failing the frame.
 """
 
@@ -49,7 +49,7 @@ def assemble_camera_inputs(
             lidar_from_cam = lookup(lidar_frame, decoded.frame_id)
             if lidar_from_cam is None:
                 skipped.append(
-                    f"camera '{cam}': no transform {lidar_frame} <- {decoded.frame_id} (from /tf_static or "
+                    f"camera '{cam}': no transform {lidar_frame} <- {decoded.frame_id} (from TF or "
                     f"extrinsics.{cam}); skipped"
                 )
                 continue

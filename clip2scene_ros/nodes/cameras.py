@@ -1,6 +1,6 @@
 """The node's cameras: their latest CameraInfo, image buffers for synchronisation, extrinsics.
 
-``CameraRig`` receives camera messages (images, CameraInfo, /tf_static) and, for one cloud, hands
+``CameraRig`` receives camera messages (images, CameraInfo) and, for one cloud, hands
 the segmenter the matched images as ``CameraInput`` through the ROS-free
 ``inference.camera_inputs.assemble_camera_inputs``. Problems are reported through ``warn`` and the
 camera is skipped; nothing here raises on bad input.
@@ -19,7 +19,7 @@ from clip2scene_ros.inference.camera_inputs import DecodedCamera, assemble_camer
 from clip2scene_ros.inference.segmenter import CameraInput
 from clip2scene_ros.nodes import conversions as conv
 from clip2scene_ros.nodes.camera_sync import LidarMasterSync
-from clip2scene_ros.nodes.static_tf import StaticTransformTree, add_transforms
+from clip2scene_ros.nodes.transform_buffer import TransformBuffer
 
 Warn = Callable[[str], None]
 
@@ -31,13 +31,13 @@ def stamp_ns(header: Any) -> int:
 class CameraRig:
     def __init__(
         self, cameras: list[str], tolerance_s: float, extrinsics: Mapping[str, np.ndarray], warn: Warn,
-        buffer_bytes: int = 0,
+        buffer_bytes: int = 0, tf: TransformBuffer | None = None,
     ) -> None:  # fmt: skip
         self.cameras = list(cameras)
         # buffer_bytes 0: fusion is off, so images are checked and counted but never held
         self.sync = LidarMasterSync(cameras, tolerance_s, max_bytes=buffer_bytes, buffer=buffer_bytes > 0)
-        self.extrinsics = dict(extrinsics)  # camera -> lidar_from_camera 4x4; wins over /tf_static
-        self.tf = StaticTransformTree()
+        self.extrinsics = dict(extrinsics)  # camera -> lidar_from_camera 4x4; wins over TF
+        self.tf = tf if tf is not None else TransformBuffer()
         self._infos: dict[str, CameraInfo] = {}
         self._shapes: dict[str, tuple[int, int]] = {}
         self.frame_ids: dict[str, str] = {}  # camera -> optical frame of its last decoded image
@@ -48,9 +48,6 @@ class CameraRig:
             self.extrinsics.pop(cam, None)
         else:
             self.extrinsics[cam] = lidar_from_cam
-
-    def on_tf_static(self, msg: Any) -> None:
-        add_transforms(self.tf, msg.transforms)
 
     def on_info(self, cam: str, msg: CameraInfo) -> None:
         shape = self._shapes.get(cam)
@@ -81,7 +78,7 @@ class CameraRig:
         matched = self.sync.match(stamp) if matched is None else matched
         inputs, skipped = assemble_camera_inputs(
             {cam: img for cam, (img, _dt) in matched.items()}, self._decode, lidar_frame, self.extrinsics,
-            self.tf.lookup,
+            lambda target, source: self.tf.lookup(target, source, stamp),
         )  # fmt: skip
         for message in skipped:
             self._warn(message)

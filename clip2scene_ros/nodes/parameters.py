@@ -142,6 +142,8 @@ def validate(p: Mapping[str, Any]) -> list[str]:
         except ImportError:
             errors.append("sync.policy=approximate_time needs message_filters, which is not installed; "
                           "use sync.policy=lidar_master")  # fmt: skip
+    if p["base_frame"] and not (p["use_tf"] or p["lidar_pose"]):
+        errors.append(f"base_frame='{p['base_frame']}' is read from TF: set use_tf=true (or lidar_pose without TF)")
     if p["fusion"] and not p["cameras"]:
         errors.append("fusion=true needs at least one camera in 'cameras'")
     ckpt = checkpoint_of(p)
@@ -161,6 +163,23 @@ def validate(p: Mapping[str, Any]) -> list[str]:
         except ValueError as e:
             errors += [line.strip(" -") for line in str(e).splitlines()[1:]]
     return list(dict.fromkeys(errors))
+
+
+def base_frame_of(p: Mapping[str, Any], model_frame: str) -> tuple[str, str]:
+    """(frame clouds are brought into from TF, "" = none; a note for the start-up log).
+
+    ``lidar_pose`` wins; else ``base_frame``; else the model's own frame when it is the REP-103 base,
+    so a base_link model works with any robot that publishes TF without a parameter.
+    """
+    from clip2scene_ros.geometry.frames import BASE
+
+    if p["lidar_pose"] or p["base_frame"]:
+        return ("" if p["lidar_pose"] else p["base_frame"]), ""
+    if model_frame != BASE:
+        return "", ""
+    if not p["use_tf"]:
+        return "", f"the model works in {BASE}; use_tf is false and lidar_pose empty: clouds are taken to be in it"
+    return BASE, f"the model works in {BASE}: clouds are brought into it from TF (base_frame, lidar_pose change that)"
 
 
 def parse_pose(text: str) -> list[float]:
@@ -265,13 +284,13 @@ def declare_extrinsics(node: Any, cameras: list[str]) -> dict[str, Any]:
     from rclpy.exceptions import ParameterUninitializedException
     from rclpy.parameter import Parameter
 
-    from clip2scene_ros.nodes.static_tf import extrinsic_to_matrix
+    from clip2scene_ros.nodes.transform_buffer import extrinsic_to_matrix
 
     out = {}
     for cam in cameras:
         name = f"extrinsics.{cam}"
         desc = (f"pose of {cam}'s optical frame in the LiDAR frame: [x,y,z,qx,qy,qz,qw] or 16 row-major "
-                "values; empty = from /tf_static")  # fmt: skip
+                "values; empty = from TF")  # fmt: skip
         node.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY, ParameterDescriptor(description=desc))
         try:
             values = list(node.get_parameter(name).value or [])
@@ -298,7 +317,7 @@ class RuntimeUpdate:
 def runtime_update(current: Mapping[str, Any], changed: list[tuple[str, Any]]) -> RuntimeUpdate:
     """Check (name, value) changes against the schema and what can change while running."""
     from clip2scene_ros.inference.segmenter import load_vocabulary
-    from clip2scene_ros.nodes.static_tf import extrinsic_to_matrix
+    from clip2scene_ros.nodes.transform_buffer import extrinsic_to_matrix
 
     out = RuntimeUpdate({}, {})
     for name, value in changed:

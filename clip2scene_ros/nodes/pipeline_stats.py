@@ -95,6 +95,8 @@ class PipelineMonitor:
         self.frames_done = 0
         self.failures = 0
         self._failures_reported = 0
+        self.skipped_no_tf = 0  # clouds whose transform into the base frame did not come in time
+        self._skipped_reported = 0
         self._last_stamp_ns: int | None = None
         self.last_fusion = (0, 0)  # (camera images, points) fused into the last frame
         # points given label 0 since start, by reason (shown in /diagnostics)
@@ -161,6 +163,10 @@ class PipelineMonitor:
         if self.failures > self._failures_reported:
             problems.append(f"{self.failures - self._failures_reported} frames failed (see log)")
             self._failures_reported = self.failures
+        if self.skipped_no_tf > self._skipped_reported:
+            problems.append(f"{self.skipped_no_tf - self._skipped_reported} clouds skipped: no transform into the "
+                            "base frame in time (see log)")  # fmt: skip
+            self._skipped_reported = self.skipped_no_tf
         problems += camera_problems
         lat_p50 = self.stats.percentile("latency", 50)
         if lat_p50 > max_latency_ms:
@@ -174,6 +180,7 @@ class PipelineMonitor:
             "frames_out": str(self.frames_done),
             "drops": str(queue.dropped),
             "frames_failed": str(self.failures),
+            "frames_skipped_no_tf": str(self.skipped_no_tf),
             "queue": str(len(queue)),
             "latency_ms_p50": f"{lat_p50:.1f}",
             "latency_ms_p95": f"{self.stats.percentile('latency', 95):.1f}",

@@ -42,12 +42,8 @@ from clip2scene_ros.nodes.frame_queue import FrameQueue
 from clip2scene_ros.nodes.overlay import OverlayPublisher
 from clip2scene_ros.nodes.pipeline_stats import PipelineMonitor, WarningLog
 from clip2scene_ros.nodes.query_markers import query_markers
+from clip2scene_ros.nodes.transform_buffer import TransformBuffer, subscribe_tf
 from clip2scene_ros.resources import HEAP_TRIM_PERIOD_S, configure_ros_environment, fix_malloc_thresholds, trim_heap
-
-try:  # a ROS install, or the TFMessage-only subset scripts/setup.sh builds into the venv
-    from tf2_msgs.msg import TFMessage
-except ImportError:  # pragma: no cover - depends on the installation
-    TFMessage = None
 
 
 @dataclass
@@ -81,6 +77,9 @@ class SegmentNode(Node):
             f"vocabulary={vocab.name} ({len(vocab.classes)} classes), "
             f"features=x,y,z,{','.join(self.segmenter.feature_fields)}"
         )
+        self.base_frame, note = params.base_frame_of(self.p, self.segmenter.input.frame.name)
+        if note:
+            self.get_logger().info(note)
 
         # state shared between threads
         self._lock = threading.Lock()
@@ -103,7 +102,8 @@ class SegmentNode(Node):
         warn = lambda m: self._warn(m, throttle=True)  # noqa: E731
         used = self.p["fusion"] or self.p["overlay.period"] > 0  # images are kept only when something uses them
         buffer_bytes = int(self.p["camera_buffer_mb"] * 2**20) if used else 0
-        self.cameras = CameraRig(self.p["cameras"], self.p["sync.tolerance"], extrinsics, warn, buffer_bytes)
+        self.tf = TransformBuffer(self.p["tf_history_s"])
+        self.cameras = CameraRig(self.p["cameras"], self.p["sync.tolerance"], extrinsics, warn, buffer_bytes, self.tf)
         self._subscribe(params.qos(self.p["qos.reliability"], int(self.p["qos.depth"])), sensor_group)
         # Deeper than the default 10 requests: while inference starves the executor for a few seconds,
         # queued queries wait instead of being overwritten (a client would never get an answer).
@@ -169,18 +169,10 @@ class SegmentNode(Node):
             topic = self.p["camera_info_topic"].format(name=cam)
             cb = lambda m, c=cam: self.cameras.on_info(c, m)  # noqa: E731
             self.create_subscription(CameraInfo, topic, cb, qos, callback_group=group)
-        if (cams or self.p["base_frame"]) and self.p["use_tf_static"]:
-            if TFMessage is None:
-                missing = [c for c in cams if c not in self.cameras.extrinsics]
-                if missing:
-                    self._warn(
-                        "tf2_msgs is not installed, so /tf_static cannot be read; give extrinsics.<camera> "
-                        f"parameters for {', '.join(missing)} (they are skipped for fusion until then)"
-                    )
-            else:
-                latched = params.qos("reliable", 100, latched=True)
-                cb = self.cameras.on_tf_static
-                self.create_subscription(TFMessage, "/tf_static", cb, latched, callback_group=group)
+        if (cams or self.base_frame) and self.p["use_tf"]:
+            missing = [c for c in cams if c not in self.cameras.extrinsics]
+            if problem := subscribe_tf(self, self.tf, group, missing, self.base_frame):
+                self._warn(problem)
 
     def _image_topic(self, cam: str) -> str:
         topic = self.p["camera_image_topic"].format(name=cam)
@@ -247,12 +239,14 @@ class SegmentNode(Node):
                 throttle=True,
             )
         base_from_sensor = None  # lidar_pose (in the segmenter) or none: the cloud is in the model's frame
-        if self.p["base_frame"] and not self.p["lidar_pose"]:
-            lidar_frame = self.p["lidar_frame"] or msg.header.frame_id
-            base_from_sensor = self.cameras.tf.lookup(self.p["base_frame"], lidar_frame)
+        if self.base_frame:  # waits here, in the worker: /tf callbacks run on the executor meanwhile
+            lidar_frame, timeout = self.p["lidar_frame"] or msg.header.frame_id, self.p["tf_timeout_s"]
+            base_from_sensor, why = self.tf.wait_for(self.base_frame, lidar_frame, stamp, timeout)
             if base_from_sensor is None:
-                self._warn(f"no transform {self.p['base_frame']} <- {lidar_frame} on /tf_static yet: cloud skipped "
-                           "(publish it, or set lidar_pose)", throttle=True)  # fmt: skip
+                self._monitor.skipped_no_tf += 1
+                self._warn(f"cloud skipped: no transform {self.base_frame} <- {lidar_frame} at its stamp within "
+                           f"tf_timeout_s={timeout:g} ({why}); publish it on /tf or /tf_static, or set lidar_pose",
+                           throttle=True)  # fmt: skip
                 return None
         result = self.segmenter.segment(points, cameras if self.p["fusion"] else [], base_from_sensor)
         t_seg = time.perf_counter()

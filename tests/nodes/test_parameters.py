@@ -59,6 +59,20 @@ def test_lidar_pose_and_input_overrides_reach_the_segmenter_config():
     assert "lidar_pose needs 6 finite numbers (x y z roll pitch yaw)" in errors, errors
 
 
+def test_base_frame_defaults_to_a_base_link_models_frame():
+    """lidar_pose wins, then base_frame; without either a base_link model brings clouds in from TF."""
+    assert params.base_frame_of(_defaults(), "lidar_top") == ("", "")  # a sensor-frame model: as it always did
+    frame, note = params.base_frame_of(_defaults(), "base_link")
+    assert frame == "base_link" and "clouds are brought into it from TF" in note
+    assert params.base_frame_of(_defaults(base_frame="base_footprint"), "base_link") == ("base_footprint", "")
+    assert params.base_frame_of(_defaults(base_frame="base_link", lidar_pose="0 0 1.8 0 0 0"), "base_link") == ("", "")
+    frame, note = params.base_frame_of(_defaults(use_tf=False), "base_link")
+    assert frame == "" and "use_tf is false" in note
+    errors = "\n".join(params.validate(_defaults(base_frame="base_link", use_tf=False, tf_timeout_s=-1.0)))
+    assert "base_frame='base_link' is read from TF: set use_tf=true" in errors
+    assert "tf_timeout_s=-1.0 must be >= 0" in errors
+
+
 @pytest.mark.ros
 def test_node_rejects_bad_parameters_with_clear_messages(ros_env, tmp_path):
     cmd = [sys.executable, "-m", "clip2scene_ros.nodes.segment_node", "--ros-args",

@@ -14,7 +14,6 @@ import yaml
 from clip2scene_ros.models.inputs import InputSpec
 from clip2scene_ros.nodes.camera_sync import CameraBuffer, LidarMasterSync
 from clip2scene_ros.nodes.frame_queue import FrameQueue
-from clip2scene_ros.nodes.static_tf import StaticTransformTree, add_transforms, extrinsic_to_matrix
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,25 +65,6 @@ def test_silent_cameras():
     silent = s.silent_cameras(1.0, now=now + 0.5)
     assert silent == {"b": None}
     assert set(s.silent_cameras(1.0, now=now + 2.0)) == {"a", "b"}
-
-
-def test_static_transform_tree_composes_through_parent():
-    tree = StaticTransformTree()
-    base_from_lidar = extrinsic_to_matrix([1, 0, 2, 0, 0, 0, 1])
-    # camera rotated 90 deg about z, 1 m to the left of base
-    base_from_cam = extrinsic_to_matrix([0, 1, 0, 0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4)])
-    tree.add("base_link", "lidar_top", base_from_lidar)
-    tree.add("/base_link", "cam_front_optical", base_from_cam)
-    lidar_from_cam = tree.lookup("lidar_top", "cam_front_optical")
-    np.testing.assert_allclose(lidar_from_cam, np.linalg.inv(base_from_lidar) @ base_from_cam, atol=1e-12)
-    p_cam = np.array([1.0, 0, 0, 1])  # 1 m along the camera x axis = base +y
-    np.testing.assert_allclose(lidar_from_cam @ p_cam, [-1, 2, -2, 1], atol=1e-9)
-    assert tree.lookup("lidar_top", "nowhere") is None
-
-
-def test_extrinsic_to_matrix_rejects_wrong_lengths():
-    with pytest.raises(ValueError, match="7 values"):
-        extrinsic_to_matrix([1, 2, 3])
 
 
 # ---- conversions ----------------------------------------------------------------------------
@@ -235,29 +215,6 @@ def test_empty_and_padded_clouds_convert():
     msg, _ = _cloud(0)
     out = conv.labelled_cloud(msg, np.zeros(0, np.uint16), np.zeros(0, np.float32), np.zeros(0, np.float32))
     assert out.width == 0 and len(out.data) == 0 and "label" in [f.name for f in out.fields]
-
-
-def test_tf_static_transforms_feed_the_tree():
-    """What the node does with /tf_static messages (end to end over DDS: test_tf_static.py)."""
-    from geometry_msgs.msg import TransformStamped
-
-    def tf(parent, child, xyz, quat):
-        t = TransformStamped()
-        t.header.frame_id, t.child_frame_id = parent, child
-        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = xyz
-        r = t.transform.rotation
-        r.x, r.y, r.z, r.w = quat
-        return t
-
-    tree = StaticTransformTree()
-    s = np.sqrt(0.5)
-    n = add_transforms(tree, [tf("base_link", "lidar_top", (0.9, 0, 1.8), (0, 0, -s, s)),
-                              tf("base_link", "cam_front_optical", (1.7, 0, 1.5), (-0.5, 0.5, -0.5, 0.5))])  # fmt: skip
-    assert n == 2
-    lidar_from_cam = tree.lookup("lidar_top", "cam_front_optical")
-    # the camera looks along base +x; with the LiDAR yawed -90 deg that is LiDAR +y
-    np.testing.assert_allclose(lidar_from_cam[:3, 2], [0, 1, 0], atol=1e-9)
-    np.testing.assert_allclose(lidar_from_cam[:3, 3], [0, 0.8, -0.3], atol=1e-9)
 
 
 def test_colour_encodings_beyond_the_fast_path_go_through_cv_bridge():

@@ -41,7 +41,7 @@ def setup(tmp_path_factory):
         "camera_info_topic": "camera/{name}/camera_info",
         "cameras": f"[{CAM}]",
         "fusion": "true",
-        "use_tf_static": "true",
+        "use_tf": "true",
         "num_threads": "1",
         "warn_throttle": "0.0",
         "qos.reliability": "reliable",

@@ -38,6 +38,27 @@ def make_header(t_ns: int, frame_id: str) -> Header:
     return h
 
 
+def _tf_message_type() -> type:
+    from tf2_msgs.msg import TFMessage  # a ROS install, or the subset scripts/setup.sh builds
+
+    return TFMessage
+
+
+def _tf_message(transforms: Sequence[tuple[str, str, np.ndarray]], t_ns: int):  # noqa: ANN202 - TFMessage
+    from geometry_msgs.msg import TransformStamped
+
+    from clip2scene_ros.geometry.transforms import matrix_to_quaternion
+
+    msgs = []
+    for parent, child, m in transforms:
+        t = TransformStamped(header=make_header(t_ns, parent), child_frame_id=child)
+        tr, q = t.transform.translation, t.transform.rotation
+        tr.x, tr.y, tr.z = (float(v) for v in m[:3, 3])
+        q.w, q.x, q.y, q.z = (float(v) for v in matrix_to_quaternion(m))
+        msgs.append(t)
+    return _tf_message_type()(transforms=msgs)
+
+
 class SegmentClient:
     """In-process rclpy participant talking to one segment_node (spun in a background thread)."""
 
@@ -77,7 +98,7 @@ class SegmentClient:
         self.node.create_subscription(String, f"{ns}/legend", self._on_legend, latched)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.client = self.node.create_client(QueryText, service)
-        self._pub_tf = None
+        self._pub_tf = self._pub_tf_dynamic = None
         self._executor = SingleThreadedExecutor(context=self.context)
         self._executor.add_node(self.node)
         self._running = True
@@ -149,25 +170,22 @@ class SegmentClient:
 
     def publish_tf_static(self, transforms: Sequence[tuple[str, str, np.ndarray]]) -> None:
         """Latch (parent, child, parent_from_child 4x4) transforms on /tf_static, as tf2's static broadcaster."""
-        from geometry_msgs.msg import TransformStamped
-        from tf2_msgs.msg import TFMessage  # a ROS install, or the subset scripts/setup.sh builds
-
-        from clip2scene_ros.geometry.transforms import matrix_to_quaternion
-
         if self._pub_tf is None:
             latched = QoSProfile(
                 depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
             )
-            self._pub_tf = self.node.create_publisher(TFMessage, "/tf_static", latched)
-        msgs = []
-        for parent, child, m in transforms:
-            t = TransformStamped()
-            t.header.frame_id, t.child_frame_id = parent, child
-            tr, q = t.transform.translation, t.transform.rotation
-            tr.x, tr.y, tr.z = (float(v) for v in m[:3, 3])
-            q.w, q.x, q.y, q.z = (float(v) for v in matrix_to_quaternion(m))
-            msgs.append(t)
-        self._pub_tf.publish(TFMessage(transforms=msgs))
+            self._pub_tf = self.node.create_publisher(_tf_message_type(), "/tf_static", latched)
+        self._pub_tf.publish(_tf_message(transforms, 0))
+
+    def publish_tf(self, transforms: Sequence[tuple[str, str, np.ndarray]], t_ns: int, timeout: float = 30.0) -> None:
+        """(parent, child, parent_from_child 4x4) poses at ``t_ns`` on /tf, as a tf2 broadcaster.
+
+        /tf is volatile: the first call waits until the node subscribes, so no pose is lost."""
+        if self._pub_tf_dynamic is None:
+            qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+            self._pub_tf_dynamic = self.node.create_publisher(_tf_message_type(), "/tf", qos)
+            wait_until(lambda: self._pub_tf_dynamic.get_subscription_count() > 0, timeout)
+        self._pub_tf_dynamic.publish(_tf_message(transforms, t_ns))
 
     def latest_diagnostics(self, hardware_prefix: str) -> dict[str, str] | None:
         """Key/values of the newest /diagnostics status whose hardware_id starts with the prefix."""
@@ -262,12 +280,15 @@ class SyntheticFrames:
         return self.t_ns, f
 
 
-def make_test_models(root: str | Path, student: str = "minkunet18_tiny") -> dict[str, str]:
+def make_test_models(
+    root: str | Path, student: str = "minkunet18_tiny", frame: str = "", **overrides: object
+) -> dict[str, str]:
     """Real models for tests and benchmarks when the shipped ones are missing.
 
     Teacher: the shipped default if present (returned as ""), else the tiny teacher architecture
     with random weights saved as a teacher directory. Student: a random-weight ``student`` model
-    whose embedding size matches the teacher, saved with ``save_checkpoint``.
+    whose embedding size matches the teacher, saved with ``save_checkpoint``; ``frame`` records the
+    frame the student reads clouds in (e.g. "base_link"), ``overrides`` change its config (in_features, ...).
     """
     from safetensors.torch import save_file
 
@@ -290,5 +311,6 @@ def make_test_models(root: str | Path, student: str = "minkunet18_tiny") -> dict
         teacher_spec = str(dest)
     dim = int(teacher.encode_text(["x"]).shape[1])
     ckpt = root / "student"
-    save_checkpoint(ckpt, create_model(student, embed_dim=dim))
+    extra = {"frame": {"name": frame}} if frame else None
+    save_checkpoint(ckpt, create_model(student, embed_dim=dim, **overrides), extra)
     return {"teacher": teacher_spec, "checkpoint": str(ckpt)}
