@@ -18,6 +18,9 @@ LIDAR_TOPIC = "/lidar/points"
 LABEL_TOPIC = "/lidar/gt_labels"
 CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
 GT_TAXONOMY_KEY = "clip2scene.gt_taxonomy"  # bag custom_data: the taxonomy of the label topic
+TF_TOPICS = ("/tf_static", "/tf")
+# Bag time by which a cloud is held back behind the messages recorded after it (see clouds_after_transforms)
+TF_LOOKAHEAD_NS = 500_000_000
 
 
 class BagError(RuntimeError):
@@ -135,6 +138,26 @@ def iter_raw(path: str | Path, topics: Sequence[str]) -> Iterator[tuple[str, str
         raise
     except Exception as e:
         raise _corrupt(p, e) from e
+
+
+def clouds_after_transforms(
+    messages: Iterator[tuple[str, str, int, bytes]], lidar_topic: str, lookahead_ns: int = TF_LOOKAHEAD_NS
+) -> Iterator[tuple[str, str, int, bytes]]:
+    """``iter_raw`` messages with each cloud moved behind the other messages of the next
+    ``lookahead_ns`` of bag time. A cloud's transform is interpolated between the /tf poses around
+    its stamp, and the later pose is often recorded after the cloud: whoever handles each cloud
+    before reading on (a replay waiting for its labels, the offline evaluation) needs it first."""
+    held = None
+    for m in messages:
+        if held is not None and (m[0] == lidar_topic or m[2] > held[2] + lookahead_ns):
+            yield held
+            held = None
+        if m[0] == lidar_topic:
+            held = m
+        else:
+            yield m
+    if held is not None:
+        yield held
 
 
 def verify(path: str | Path, topics: Sequence[str]) -> int:

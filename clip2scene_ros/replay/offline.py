@@ -48,8 +48,14 @@ def evaluate_bag_offline(
     """mIoU of ``segmenter`` (a :class:`~clip2scene_ros.inference.segmenter.Segmenter`) on a bag's frames.
 
     Clouds become model points through the segmenter's input contract, as in the node;
-    ``intensity_scale`` overrides the checkpoint's as the node's parameter does (None: keep it).
+    ``intensity_scale`` overrides the checkpoint's as the node's parameter does (None: keep it). A
+    model working in base_link without a configured ``lidar_pose`` gets each cloud moved into it
+    with the bag's /tf_static and /tf at the cloud's stamp, as the node does by default; a cloud
+    without that transform is skipped, as the node skips it.
     """
+    from clip2scene_ros.geometry.frames import BASE
+    from clip2scene_ros.nodes.transform_buffer import TransformBuffer
+
     spec = segmenter.input if not intensity_scale else segmenter.input.replace(intensity_scale=intensity_scale)
     info = B.inspect_bag(bag)
     info.require_cloud(lidar_topic)
@@ -61,14 +67,23 @@ def evaluate_bag_offline(
     store = B.typestore()
     labels: dict[int, np.ndarray] = {}
     n = 0
-    for _topic, msgtype, _t, raw in B.iter_raw(info.path, [lidar_topic]):
+    base = BASE if spec.frame.name == BASE and segmenter.base_from_sensor is None else ""
+    tf = TransformBuffer()
+    messages = B.iter_raw(info.path, [lidar_topic, *(t for t in B.TF_TOPICS if base and t in info.topics)])
+    for topic, msgtype, _t, raw in B.clouds_after_transforms(messages, lidar_topic):
         msg = B.deserialize(raw, msgtype, store)
+        if topic != lidar_topic:
+            tf.add_transforms(msg.transforms, static=topic == "/tf_static")
+            continue
         stamp = B.header_stamp_ns(msg)
+        base_from_sensor = tf.lookup(base, msg.header.frame_id, stamp) if base else None
+        if base and base_from_sensor is None:
+            continue
         try:
             pts, _ = spec.points_from_cloud(B.cloud_array(msg))
         except ValueError as e:
             raise B.BagError(f"{info.path}: LiDAR cloud at {stamp}: {e}") from e
-        result = segmenter.segment(pts)
+        result = segmenter.segment(pts, [], base_from_sensor)
         labels[stamp] = result.labels
         if stamp in gt:
             conf.update(mapping(result.labels), gt[stamp])

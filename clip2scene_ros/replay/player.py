@@ -53,7 +53,7 @@ class ReplayOptions:
     rate: float | None = None  # None = as fast as the node keeps up
     lidar_topic: str = B.LIDAR_TOPIC
     label_topic: str = B.LABEL_TOPIC
-    cameras: list[str] = field(default_factory=list)  # also publish these cameras (+ /tf_static)
+    cameras: list[str] = field(default_factory=list)  # also publish these cameras
     gt_taxonomy: str | None = None
     class_map: str | None = None
     max_frames: int = 0
@@ -169,6 +169,7 @@ class _Participant:
         rclpy.init(context=self.context)
         self.node = Node(f"clip2scene_replay_{os.getpid()}_{time.monotonic_ns() % 10**6}", context=self.context)
         self.reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.tf = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)  # as tf2's broadcaster
         self.latched = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
@@ -203,7 +204,7 @@ class _Participant:
 
     def publisher(self, topic: str, msgtype: str):
         if topic not in self.publishers:
-            qos = self.latched if topic == "/tf_static" else self.reliable
+            qos = self.latched if topic == "/tf_static" else self.tf if topic == "/tf" else self.reliable
             self.publishers[topic] = self.node.create_publisher(_msg_class(msgtype), topic, qos)
         return self.publishers[topic]
 
@@ -265,8 +266,7 @@ def replay(opts: ReplayOptions) -> ReplayResult:
             if t not in info.topics:
                 raise ReplayError(f"{info.path} has no topic {t} for camera '{cam}'")
             topics.append(t)
-    if opts.cameras and "/tf_static" in info.topics:
-        topics.append("/tf_static")
+    topics += [t for t in B.TF_TOPICS if t in info.topics]  # camera extrinsics, a base-frame model's mounting
     B.verify(info.path, topics)
     n_clouds = info.counts[opts.lidar_topic]
     if opts.max_frames:
@@ -343,7 +343,10 @@ def replay(opts: ReplayOptions) -> ReplayResult:
         t_start = time.monotonic()
         first_bag_t = None
         n_sent = 0
-        for topic, msgtype, t_bag, raw in B.iter_raw(info.path, topics):
+        messages = B.iter_raw(info.path, topics)
+        if opts.rate is None:  # each cloud waits for its labels: send the poses the node may wait for first
+            messages = B.clouds_after_transforms(messages, opts.lidar_topic)
+        for topic, msgtype, t_bag, raw in messages:
             if first_bag_t is None:
                 first_bag_t = t_bag
             if opts.rate is not None:  # real time: hold each message until its bag time

@@ -147,3 +147,14 @@ def test_sqlite3_bag_reads_like_mcap(labelled_bag, tmp_path):
     assert info.storage == "sqlite3" and info.counts == B.inspect_bag(labelled_bag).counts
     a, b = B.read_labels(out), B.read_labels(labelled_bag)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_clouds_wait_behind_the_poses_recorded_after_them():
+    """A cloud goes out after the /tf poses of the next lookahead: its transform interpolates to a later pose."""
+    ms = 1_000_000
+    msgs = [("/tf", "", 0, b""), ("/lidar/points", "", 10 * ms, b""), ("/tf", "", 20 * ms, b""),
+            ("/tf", "", 40 * ms, b""), ("/lidar/points", "", 50 * ms, b""), ("/lidar/points", "", 60 * ms, b""),
+            ("/tf", "", 900 * ms, b"")]  # fmt: skip
+    out = [(m[0][1], m[2] // ms) for m in B.clouds_after_transforms(iter(msgs), "/lidar/points", 500 * ms)]
+    # a cloud also goes when the next cloud comes, or when the lookahead has passed
+    assert out == [("t", 0), ("t", 20), ("t", 40), ("l", 10), ("l", 50), ("l", 60), ("t", 900)]
