@@ -24,6 +24,7 @@ import torch
 
 from clip2scene_ros.models import MinkUNet, ModelConfig, load_checkpoint  # noqa: F401
 from clip2scene_ros.models.inputs import PreparedInputs, gather_points, prepare_inputs
+from clip2scene_ros.sparse import native
 
 from .cpu import CpuInfo, resolve_precision
 from .export import export_onnx, file_sha256, read_sidecar
@@ -114,7 +115,7 @@ class Backend(ABC):
                     f"{vocabulary_head.text_t.shape[0]}-d embeddings: the checkpoint and the teacher do not belong "
                     "together"
                 )
-        prepared = prepare_inputs(self.config, points)
+        prepared = self.prepare(points)
         if prepared.num_voxels == 0:
             return _empty_outputs(self.heads, self.embed_dim, vocabulary_head), np.full(len(points), -1, np.int64)
         point_rows = prepared.point_rows
@@ -124,6 +125,10 @@ class Backend(ABC):
         if vocabulary_head is not None and CLASS_INDEX not in out:
             out.update(classify_numpy(out[vocabulary_head.head], vocabulary_head.text_t))
         return out, point_rows
+
+    def prepare(self, points: np.ndarray) -> PreparedInputs:
+        """Voxels and maps in the form this backend runs (the input contract's ``prepare_inputs``)."""
+        return prepare_inputs(self.config, points)
 
     @abstractmethod
     def run_voxels(
@@ -181,7 +186,14 @@ class TorchBackend(Backend):
             raise ValueError("fp16 needs a CUDA device; on CPU use precision='bf16' (fp32 accumulation)")
         self.dtype = dtype
         self.model = model.fold_bn().to(device=device, dtype=dtype).eval()
+        # fp32 MinkUNet on CPU: fused kernels over neighbour tables where g++ could build them
+        self.fused = (
+            dtype == torch.float32 and str(device) == "cpu" and model.config.arch == "minkunet" and native.available()
+        )
         self._text_t: tuple[np.ndarray, torch.Tensor] | None = None  # (the numpy vocabulary, its tensor)
+
+    def prepare(self, points: np.ndarray) -> PreparedInputs:
+        return prepare_inputs(self.config, points, table_maps=self.fused)
 
     @torch.no_grad()
     def run_voxels(

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from clip2scene_ros.geometry.frames import ModelFrame
 from clip2scene_ros.sparse import KernelMaps, padded_input_names, padded_tensors, voxelize
+from clip2scene_ros.sparse.native import TableMaps, build_table_maps
 
 from .minkunet import MinkUNet, ModelConfig, feature_column
 from .spvcnn import POINT_INPUTS, PointVoxelMaps, point_tensors, prepare_spvcnn
@@ -172,7 +173,7 @@ class PreparedInputs:
     """Clouds voxelized, with kernel maps, and the way back from the model's output rows to points."""
 
     feats: Tensor | None  # [N_0, C_in] in level-0 row order (None: no valid point)
-    maps: KernelMaps | PointVoxelMaps | None
+    maps: KernelMaps | TableMaps | PointVoxelMaps | None
     # int64 [P] output row of every point (clouds concatenated), -1 = dropped: the level-0 voxel
     # row (MinkUNet), or the point's own row among the valid points (SPVCNN, per-point outputs)
     rows: Tensor
@@ -230,10 +231,13 @@ def prepare_inputs(
     config: ModelConfig,
     points: np.ndarray | Tensor | Sequence[np.ndarray | Tensor],
     voxel_size: float | None = None,
+    table_maps: bool = False,
 ) -> PreparedInputs:
     """Voxelize one cloud ``[P, 3+F]`` (or a batch, a list of clouds) and build the kernel maps.
 
-    Differentiable with respect to the feature columns; tensors keep their device.
+    Differentiable with respect to the feature columns; tensors keep their device. ``table_maps``:
+    neighbour tables for the fused fp32 CPU inference kernels (:mod:`clip2scene_ros.sparse.native`;
+    MinkUNet on CPU only, no autograd, no export) instead of :class:`KernelMaps`.
     """
     cols = [feature_column(f) for f in config.in_features]
     if isinstance(points, (list, tuple)):
@@ -254,6 +258,9 @@ def prepare_inputs(
         pts = batch if isinstance(batch, Tensor) else torch.cat(clouds)
         feats, pv_maps, rows = prepare_spvcnn(config, pts, vox, vs)
         return PreparedInputs(feats.contiguous(), pv_maps, rows, len(vox), sizes)
+    if table_maps:  # rows stay in voxelize's (key-sorted) order
+        maps = build_table_maps(vox.coords, MinkUNet.num_levels, config.kernel_sizes)
+        return PreparedInputs(vox.feats[:, cols].contiguous(), maps, vox.point_to_voxel, len(vox), sizes)
     maps = MinkUNet.build_maps_for(config, vox.coords)
     feats = vox.feats.index_select(0, maps.input_order)[:, cols].contiguous()
     p2v = vox.point_to_voxel

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from clip2scene_ros.sparse import KernelMaps, PaddedMaps, build_kernel_maps
+from clip2scene_ros.sparse.native import TableMaps
+from clip2scene_ros.sparse.ops import AnyMaps
 from clip2scene_ros.sparse.ops import DownConv3d, SubmConv3d, UpConv3d
 
 ARCHS = ("minkunet", "spvcnn")  # spvcnn: the same U-Net plus a point branch (models/spvcnn.py)
@@ -103,8 +105,16 @@ class ConvBN(nn.Module):
         self.bn: nn.Module = nn.BatchNorm1d(channels, momentum=momentum)
 
     def forward(
-        self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int, relu: bool, acc_out: bool = False
+        self,
+        x: Tensor,
+        maps: AnyMaps,
+        level: int,
+        relu: bool,
+        acc_out: bool = False,
+        residual: Tensor | None = None,
     ) -> Tensor:
+        if residual is not None:  # folded fp32 inference on table maps: one fused kernel
+            return self.conv(x, maps, level, relu=relu, residual=residual)
         if self.conv.weight.dtype != torch.float32:
             # reduced-precision inference: the convolution's input is rounded here to the weights'
             # dtype; the residual stream between blocks stays fp32
@@ -137,7 +147,7 @@ class Pointwise(nn.Module):
         self.bias: nn.Parameter | None = None
         nn.init.uniform_(self.weight, -((3.0 / in_channels) ** 0.5), (3.0 / in_channels) ** 0.5)
 
-    def forward(self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int, relu: bool = False) -> Tensor:
+    def forward(self, x: Tensor, maps: AnyMaps, level: int, relu: bool = False) -> Tensor:
         y = x @ self.weight[0].to(x.dtype)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
@@ -153,7 +163,11 @@ class BasicBlock(nn.Module):
         self.conv2 = ConvBN(SubmConv3d(cout, cout, 3), cout, momentum)
         self.shortcut = ConvBN(Pointwise(cin, cout), cout, momentum) if cin != cout else None
 
-    def forward(self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int) -> Tensor:
+    def forward(self, x: Tensor, maps: AnyMaps, level: int) -> Tensor:
+        if isinstance(maps, TableMaps) and isinstance(self.conv2.bn, nn.Identity):
+            # fused kernels: the shortcut add and the ReLU happen inside the second convolution
+            s = x if self.shortcut is None else self.shortcut(x, maps, level, False)
+            return self.conv2(self.conv1(x, maps, level, True), maps, level, True, residual=s)
         # reduced precision: the block's output (the residual stream) is the fp32 accumulator;
         # only the convolutions' inputs are rounded to bf16/fp16
         y = self.conv2(self.conv1(x, maps, level, True), maps, level, False, acc_out=True)
@@ -202,7 +216,7 @@ class MinkUNet(nn.Module):
         self.bn_folded = False
 
     # -- core -----------------------------------------------------------------------------------
-    def forward(self, feats: Tensor, maps: KernelMaps | PaddedMaps) -> dict[str, Tensor]:
+    def forward(self, feats: Tensor, maps: AnyMaps) -> dict[str, Tensor]:
         """Voxel features [N_0, C_in] in level-0 row order -> ``{head: [N_0, embed_dim]}``."""
         self.check_input(feats, maps)
         x = self.run_stem(feats, maps)
@@ -212,7 +226,7 @@ class MinkUNet(nn.Module):
             x = self.run_decoder_stage(i, x, skips, maps)
         return self.run_heads(x)
 
-    def check_input(self, feats: Tensor, maps: KernelMaps | PaddedMaps) -> None:
+    def check_input(self, feats: Tensor, maps: AnyMaps) -> None:
         if feats.ndim != 2 or feats.shape[1] != len(self.config.in_features):
             raise ValueError(
                 f"expected voxel features [N, {len(self.config.in_features)}] "
@@ -225,12 +239,12 @@ class MinkUNet(nn.Module):
                 "build the maps from the same voxel coordinates"
             )
 
-    def run_stem(self, x: Tensor, maps: KernelMaps | PaddedMaps) -> Tensor:
+    def run_stem(self, x: Tensor, maps: AnyMaps) -> Tensor:
         for conv in self.stem:
             x = conv(x, maps, 0, True)
         return x
 
-    def run_encoder(self, x: Tensor, maps: KernelMaps | PaddedMaps, skips: list[Tensor]) -> Tensor:
+    def run_encoder(self, x: Tensor, maps: AnyMaps, skips: list[Tensor]) -> Tensor:
         """Levels 1..4; appends each level's output to ``skips``."""
         for i, (down, blocks) in enumerate(zip(self.down, self.enc_blocks)):
             x = down(x, maps, i, True)
@@ -239,7 +253,7 @@ class MinkUNet(nn.Module):
             skips.append(x)
         return x
 
-    def run_decoder_stage(self, i: int, x: Tensor, skips: list[Tensor], maps: KernelMaps | PaddedMaps) -> Tensor:
+    def run_decoder_stage(self, i: int, x: Tensor, skips: list[Tensor], maps: AnyMaps) -> Tensor:
         """Decoder stage ``i`` (0..3): up to level ``3 - i``, concatenate its skip, residual blocks."""
         level = 3 - i
         x = self.up[i](x, maps, level, True)

@@ -18,7 +18,13 @@ import math
 import torch
 from torch import Tensor, nn
 
+from . import native
 from .kmap import DownMap, KernelMaps, PaddedDown, PaddedMaps, PaddedSubm, SubmMap, dyn_slice, is_tracing
+from .native import DownTable, SubmTable, TableMaps
+
+AnySubm = SubmMap | PaddedSubm | SubmTable
+AnyDown = DownMap | PaddedDown | DownTable
+AnyMaps = KernelMaps | PaddedMaps | TableMaps
 
 
 def _acc_dtype(x: Tensor) -> torch.dtype:
@@ -130,16 +136,25 @@ def subm_conv(
     x: Tensor,
     weight: Tensor,
     bias: Tensor | None,
-    m: SubmMap | PaddedSubm,
+    m: AnySubm,
     relu: bool = False,
     acc_out: bool = False,
+    residual: Tensor | None = None,
 ) -> Tensor:
     """Submanifold convolution (odd kernel, stride 1): ``x`` [N, C_in] in level order.
 
     With ``acc_out`` a bf16/fp16 input returns the fp32 accumulator instead of casting back.
+    ``residual`` [N, C_out] is added before the ReLU.
 
-    ``m`` is a :class:`SubmMap` (exact sparse cost; eager) or a ``PaddedSubm`` (exported graphs).
+    ``m`` is a :class:`SubmMap` (exact sparse cost; eager), a ``PaddedSubm`` (exported graphs) or
+    a :class:`.native.SubmTable` (fused fp32 CPU inference kernels).
     """
+    if isinstance(m, SubmTable):
+        return native.pair_conv(x, weight, m.pairs, bias, relu, residual)
+    if residual is not None:
+        out = subm_conv(x, weight, bias, m, False, True)
+        out = out + residual.to(out.dtype)
+        return torch.relu(out) if relu else out
     if isinstance(m, PaddedSubm):
         return _subm_padded(x, weight, bias, m, relu)
     out_dtype = _acc_dtype(x) if acc_out else x.dtype
@@ -197,8 +212,10 @@ def subm_conv(
     return _finish(out, bias, relu, out_dtype)
 
 
-def down_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: DownMap | PaddedDown, relu: bool = False) -> Tensor:
+def down_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: AnyDown, relu: bool = False) -> Tensor:
     """k2 s2 convolution from a fine level to the next coarser one: [N_f, C_in] -> [N_c, C_out]."""
+    if isinstance(m, DownTable):
+        return native.pair_conv(x, weight, m.child, bias, relu)
     _, cin, cout = weight.shape
     if isinstance(m, PaddedDown):
         y = torch.matmul(_with_zero_row(x)[m.fine], weight.to(x.dtype)).reshape(-1, cout)
@@ -218,8 +235,10 @@ def down_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: DownMap | Padde
     return _finish(out, bias, relu, x.dtype)
 
 
-def up_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: DownMap | PaddedDown, relu: bool = False) -> Tensor:
+def up_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: AnyDown, relu: bool = False) -> Tensor:
     """Transposed k2 s2 convolution back to the fine level the map came from (same coordinates)."""
+    if isinstance(m, DownTable):
+        return native.pair_conv(x, weight, m.up, bias, relu)
     _, cin, cout = weight.shape
     if isinstance(m, PaddedDown):
         y = torch.matmul(_with_zero_row(x)[m.parent], weight.to(x.dtype)).reshape(-1, cout)
@@ -253,10 +272,17 @@ class SubmConv3d(_SparseConvBase):
         self.kernel_size = kernel_size
 
     def forward(
-        self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int, relu: bool = False, acc_out: bool = False
+        self,
+        x: Tensor,
+        maps: AnyMaps,
+        level: int,
+        relu: bool = False,
+        acc_out: bool = False,
+        residual: Tensor | None = None,
     ) -> Tensor:
-        """``acc_out``: return the fp32 accumulator for bf16/fp16 input (a residual add follows)."""
-        return subm_conv(x, self.weight, self.bias, maps.subm_map(level, self.kernel_size), relu, acc_out)
+        """``acc_out``: return the fp32 accumulator for bf16/fp16 input; ``residual``: added before the ReLU."""
+        m = maps.subm_map(level, self.kernel_size)
+        return subm_conv(x, self.weight, self.bias, m, relu, acc_out, residual)
 
 
 class DownConv3d(_SparseConvBase):
@@ -265,7 +291,7 @@ class DownConv3d(_SparseConvBase):
     def __init__(self, in_channels: int, out_channels: int, bias: bool = False) -> None:
         super().__init__(in_channels, out_channels, 8, bias)
 
-    def forward(self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int, relu: bool = False) -> Tensor:
+    def forward(self, x: Tensor, maps: AnyMaps, level: int, relu: bool = False) -> Tensor:
         return down_conv(x, self.weight, self.bias, maps.down[level], relu)
 
 
@@ -275,5 +301,5 @@ class UpConv3d(_SparseConvBase):
     def __init__(self, in_channels: int, out_channels: int, bias: bool = False) -> None:
         super().__init__(in_channels, out_channels, 8, bias)
 
-    def forward(self, x: Tensor, maps: KernelMaps | PaddedMaps, level: int, relu: bool = False) -> Tensor:
+    def forward(self, x: Tensor, maps: AnyMaps, level: int, relu: bool = False) -> Tensor:
         return up_conv(x, self.weight, self.bias, maps.down[level], relu)
