@@ -33,7 +33,7 @@ setup(
     + ["clip2scene_training"]
     + [f"clip2scene_training.{p}" for p in find_packages("training/clip2scene_training")],
     package_dir={"clip2scene_training": "training/clip2scene_training"},
-    package_data={PACKAGE: ["models/configs/*.json", "assets/**/*"]},
+    package_data={PACKAGE: ["models/configs/*.json", "assets/**/*", "sparse/*.cpp"]},
     include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

@@ -133,5 +133,9 @@ mkdir -p "$VENV/lib/clip2scene_ros"
 ln -sfn ../../bin/segment_node "$VENV/lib/clip2scene_ros/segment_node"
 "$VENV/bin/python" -c "import clip2scene_ros, clip2scene_training, clip2scene_interfaces.srv, tf2_msgs.msg, rclpy" \
   || { echo "[setup] import check failed" >&2; exit 1; }
+# The fused fp32 CPU sparse kernels, compiled for this machine into the user cache (the node would
+# otherwise compile them on its first frame); without g++ the engine runs its torch path.
+"$VENV/bin/python" -c "from clip2scene_ros.sparse import native; print('[setup] fused CPU kernels:', native.build())" \
+  || echo "[setup] fused CPU kernels not built (no working g++): the torch path runs instead" >&2
 echo "$HASH" > "$STAMP"
 echo "[setup] done: $VENV"

@@ -17,8 +17,7 @@ from torch import Tensor, nn
 
 from clip2scene_ros.sparse import KernelMaps, PaddedMaps, build_kernel_maps
 from clip2scene_ros.sparse.native import TableMaps
-from clip2scene_ros.sparse.ops import AnyMaps
-from clip2scene_ros.sparse.ops import DownConv3d, SubmConv3d, UpConv3d
+from clip2scene_ros.sparse.ops import AnyMaps, DownConv3d, SubmConv3d, UpConv3d
 
 ARCHS = ("minkunet", "spvcnn")  # spvcnn: the same U-Net plus a point branch (models/spvcnn.py)
 FEATURE_COLUMNS = {"x": 0, "y": 1, "z": 2, "intensity": 3}

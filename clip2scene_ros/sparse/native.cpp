@@ -4,12 +4,13 @@
 // (-march=native) by clip2scene_ros/sparse/native.py; the pure-torch path stays the fallback and
 // the reference.
 //
-// Maps are built as int32 tables [rows, K] (-1 = no neighbour; rows in the level's key-sorted
-// order) and turned into pairs grouped by offset. A convolution reads its input rows and updates
+// Maps are (output row, input row) pairs grouped by offset, rows in each level's key-sorted order.
+// A convolution reads its input rows and updates
 // its output rows in place: no gathered copy, no per-offset results, no separate scatter or sum.
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -44,6 +45,15 @@ struct Vec {
   typedef float type __attribute__((vector_size(W * sizeof(float)), aligned(4)));
 };
 
+// Offset k's pairs whose output rows lie in [r0, r1): a contiguous run, since they ascend.
+inline void pair_range(const int64_t* k_ptr, const int32_t* p_out, int64_t k, int64_t r0, int64_t r1, int64_t& e0,
+                       int64_t& e1) {
+  const int32_t* first = p_out + k_ptr[k];
+  const int32_t* last = p_out + k_ptr[k + 1];
+  e0 = std::lower_bound(first, last, static_cast<int32_t>(r0)) - p_out;
+  e1 = std::lower_bound(first, last, static_cast<int32_t>(r1)) - p_out;
+}
+
 template <int COUT, int R>
 void conv_offsets(const float* __restrict x, int64_t cin, const float* __restrict w, int64_t K,
                   const int64_t* __restrict k_ptr, const int32_t* __restrict p_out, const int32_t* __restrict p_in,
@@ -53,11 +63,8 @@ void conv_offsets(const float* __restrict x, int64_t cin, const float* __restric
   using V = typename Vec<W>::type;
   static_assert(COUT % 8 == 0, "COUT must be a multiple of 8");
   for (int64_t k = 0; k < K; ++k) {
-    // this thread's output rows [r0, r1) are a contiguous run of the offset's pairs
-    const int32_t* first = p_out + k_ptr[k];
-    const int32_t* last = p_out + k_ptr[k + 1];
-    const int64_t e0 = std::lower_bound(first, last, static_cast<int32_t>(r0)) - p_out;
-    const int64_t e1 = std::lower_bound(first, last, static_cast<int32_t>(r1)) - p_out;
+    int64_t e0, e1;
+    pair_range(k_ptr, p_out, k, r0, r1, e0, e1);
     const float* wk = w + k * cin * COUT;
     int64_t e = e0;
     for (; e < e1; e += R) {
@@ -92,10 +99,8 @@ void conv_offsets_any(const float* __restrict x, int64_t cin, const float* __res
                       const int64_t* __restrict k_ptr, const int32_t* __restrict p_out,
                       const int32_t* __restrict p_in, float* __restrict out, int64_t r0, int64_t r1) {
   for (int64_t k = 0; k < K; ++k) {
-    const int32_t* first = p_out + k_ptr[k];
-    const int32_t* last = p_out + k_ptr[k + 1];
-    const int64_t e0 = std::lower_bound(first, last, static_cast<int32_t>(r0)) - p_out;
-    const int64_t e1 = std::lower_bound(first, last, static_cast<int32_t>(r1)) - p_out;
+    int64_t e0, e1;
+    pair_range(k_ptr, p_out, k, r0, r1, e0, e1);
     const float* wk = w + k * cin * cout;
     for (int64_t e = e0; e < e1; ++e) {
       float* __restrict o = out + static_cast<int64_t>(p_out[e]) * cout;
@@ -139,51 +144,86 @@ void c2s_pair_conv_f32(const float* x, int64_t cin, const float* w, int64_t K, i
   parallel_rows(n_out, threads, run);
 }
 
-// Dense table [n, K] (-1 = none) -> pairs grouped by offset. Pass 1 (p_out == nullptr): k_ptr[k + 1]
-// = pair count of offset k. Pass 2: k_ptr holds the prefix sums; fills p_out (ascending) and p_in.
-void c2s_table_to_pairs(const int32_t* table, int64_t n, int64_t K, int64_t* k_ptr, int32_t* p_out,
-                        int32_t* p_in) {
-  if (p_out == nullptr) {
-    for (int64_t k = 0; k <= K; ++k) k_ptr[k] = 0;
-    for (int64_t o = 0; o < n; ++o)
-      for (int64_t k = 0; k < K; ++k) k_ptr[k + 1] += table[o * K + k] >= 0;
-    return;
-  }
-  std::vector<int64_t> pos(k_ptr, k_ptr + K);
-  for (int64_t o = 0; o < n; ++o)
-    for (int64_t k = 0; k < K; ++k) {
-      const int32_t i = table[o * K + k];
-      if (i < 0) continue;
-      p_out[pos[k]] = static_cast<int32_t>(o);
-      p_in[pos[k]++] = i;
-    }
-}
-
-// Submanifold neighbour table over unique ascending keys (z in the lowest bits): table[i, k] = j
-// where keys[j] == keys[i] + col_delta[k / span] + (k % span - r), else -1. span = 2r + 1 offsets
-// per (dx, dy) column, columns in row-major order. One merge walk per column: the queries
-// keys[i] + delta ascend with i, so a forward-only pointer finds each column's first candidate.
-void c2s_subm_table(const int64_t* keys, int64_t n, const int64_t* col_delta, int64_t n_cols, int64_t r,
-                    int32_t* table, int threads) {
-  const int64_t span = 2 * r + 1, K = n_cols * span;
-  auto run = [&](int64_t a, int64_t b) {
-    for (int64_t i = a; i < b; ++i)
-      for (int64_t k = 0; k < K; ++k) table[i * K + k] = -1;
-    for (int64_t col = 0; col < n_cols; ++col) {
-      const int64_t delta = col_delta[col] - r;
-      int64_t j = std::lower_bound(keys, keys + n, keys[a] + delta) - keys;
-      for (int64_t i = a; i < b; ++i) {
+// Submanifold pairs over unique ascending keys (z in the lowest axis_bits, then y, then x), grouped
+// by offset k = ((dx+r)*S + (dy+r))*S + (dz+r), S = 2r+1, output rows ascending. p_out and p_in
+// hold K*n entries on entry (offset k writes from k*n) and are compacted to k_ptr's layout.
+// Only the offsets after the centre are searched, one merge walk per (dx, dy) column (the
+// queries keys[i] + delta ascend with i, so a forward-only pointer finds each candidate run);
+// each found pair (i, j) at offset k is also the pair (j, i) of the mirrored offset K-1-k, in the
+// same ascending order.
+void c2s_subm_pairs(const int64_t* keys, int64_t n, int64_t r, int64_t axis_bits, int64_t* k_ptr, int32_t* p_out,
+                    int32_t* p_in) {
+  const int64_t S = 2 * r + 1, K = S * S * S, centre = K / 2;
+  std::vector<int64_t> cnt(K, 0);
+  auto put = [&](int64_t k, int64_t o, int64_t i) {
+    const int64_t e = k * n + cnt[k]++;
+    p_out[e] = static_cast<int32_t>(o);
+    p_in[e] = static_cast<int32_t>(i);
+  };
+  for (int64_t i = 0; i < n; ++i) put(centre, i, i);
+  for (int64_t dx = 0; dx <= r; ++dx)
+    for (int64_t dy = -r; dy <= r; ++dy) {
+      if (dx == 0 && dy < 0) continue;
+      const bool own = dx == 0 && dy == 0;  // the centre column: only dz > 0
+      const int64_t lo = own ? 1 : -r;
+      const int64_t delta = (dx << (2 * axis_bits)) + (dy << axis_bits) + lo;
+      const int64_t span = r - lo + 1;
+      const int64_t kbase = ((dx + r) * S + (dy + r)) * S + r;  // offset index at dz = 0
+      int64_t j = 0;
+      for (int64_t i = 0; i < n; ++i) {
         const int64_t q = keys[i] + delta;
         while (j < n && keys[j] < q) ++j;
         for (int64_t t = j; t < n; ++t) {
           const int64_t dz = keys[t] - q;
           if (dz >= span) break;
-          table[i * K + col * span + dz] = static_cast<int32_t>(t);
+          const int64_t k = kbase + lo + dz;
+          put(k, i, t);
+          put(K - 1 - k, t, i);
         }
       }
     }
+  k_ptr[0] = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    k_ptr[k + 1] = k_ptr[k] + cnt[k];
+    std::memmove(p_out + k_ptr[k], p_out + k * n, cnt[k] * sizeof(int32_t));
+    std::memmove(p_in + k_ptr[k], p_in + k * n, cnt[k] * sizeof(int32_t));
+  }
+}
+
+// Coarse key of every fine key (x, y, z fields halved, rounding down; the field bias is even).
+void c2s_parent_keys(const int64_t* keys, int64_t n, int64_t axis_bits, int64_t bias, int64_t* out) {
+  const int64_t mask = (int64_t{1} << axis_bits) - 1;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t k = keys[i];
+    int64_t res = (k >> (3 * axis_bits)) << (3 * axis_bits);
+    for (int a = 0; a < 3; ++a) {
+      const int64_t shift = a * axis_bits;
+      const int64_t c = ((k >> shift) & mask) - bias;
+      res |= (((c >> 1) + bias) & mask) << shift;
+    }
+    out[i] = res;
+  }
+}
+
+// k2 s2 pairs of fine rows (ascending keys) and their parents, grouped by child slot
+// a = 4*(x&1) + 2*(y&1) + (z&1): slot_ptr [9], fine [Nf], parent [Nf]. Within a slot both the fine
+// rows and their parents ascend (same parities: the order of the halved coordinates is the same),
+// so (parent, fine) are the down-conv pairs and (fine, parent) the transposed conv's.
+void c2s_down_pairs(const int64_t* keys, const int64_t* parent, int64_t n, int64_t axis_bits, int64_t* slot_ptr,
+                    int32_t* fine, int32_t* par) {
+  auto slot_of = [&](int64_t k) {
+    return static_cast<int>((((k >> (2 * axis_bits)) & 1) << 2) | (((k >> axis_bits) & 1) << 1) | (k & 1));
   };
-  parallel_rows(n, threads, run);
+  for (int a = 0; a <= 8; ++a) slot_ptr[a] = 0;
+  for (int64_t i = 0; i < n; ++i) ++slot_ptr[slot_of(keys[i]) + 1];
+  for (int a = 0; a < 8; ++a) slot_ptr[a + 1] += slot_ptr[a];
+  int64_t pos[8];
+  for (int a = 0; a < 8; ++a) pos[a] = slot_ptr[a];
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t e = pos[slot_of(keys[i])]++;
+    fine[e] = static_cast<int32_t>(i);
+    par[e] = static_cast<int32_t>(parent[i]);
+  }
 }
 
 }  // extern "C"

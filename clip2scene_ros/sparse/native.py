@@ -1,9 +1,9 @@
-"""Fused fp32 CPU kernels (``native.cpp``) and the neighbour tables they read.
+"""Fused fp32 CPU kernels (``native.cpp``) and the neighbour pairs they read.
 
-The eager inference path on CPU spends most of its time in many small operators (per-offset
-gathers, matmuls and sums at 8-96 channels) and in building the pair lists. Here one call per
-layer reads each output row's neighbours straight from the input through an int32 table
-``[rows, K]`` (-1 = none), and the tables are built by merge walks over the sorted voxel keys.
+The eager inference path on CPU spent most of its time in many small operators (per-offset
+gathers, matmuls and sums at 8-96 channels) and in building the pair lists with sorts and
+searches. Here one call per layer reads input rows and updates output rows in place, offset by
+offset, and the pairs come from merge walks over the sorted voxel keys (rows stay in that order).
 
 The library is compiled once per machine with the system's ``g++`` (``-O3 -march=native``) into
 ``$CLIP2SCENE_CACHE_DIR/native`` (default ``~/.cache/clip2scene``), keyed by the source, compiler
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .voxelize import check_coords, offset_key, pack_keys, unpack_keys
+from .voxelize import _BIAS, AXIS_BITS, check_coords, pack_keys, unpack_keys
 
 LOG = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("native.cpp")
@@ -67,7 +67,13 @@ def build(compiler: str | None = None) -> Path:
     path = _library_path(compiler)
     if path.is_file():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # read-only home (a robot's image): a per-user temporary folder
+        path = Path(tempfile.gettempdir()) / f"clip2scene-native-{os.getuid()}" / path.name
+        if path.is_file():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
     # compile beside the target and rename: concurrent builders (test workers) never see half a file
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
     os.close(fd)
@@ -99,10 +105,12 @@ def load() -> ctypes.CDLL | None:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.c2s_pair_conv_f32.argtypes = [p, i64, p, i64, i64, p, p, p, i64, p, p, i32, p, i32]
     lib.c2s_pair_conv_f32.restype = None
-    lib.c2s_table_to_pairs.argtypes = [p, i64, i64, p, p, p]
-    lib.c2s_table_to_pairs.restype = None
-    lib.c2s_subm_table.argtypes = [p, i64, p, i64, i64, p, i32]
-    lib.c2s_subm_table.restype = None
+    lib.c2s_subm_pairs.argtypes = [p, i64, i64, i64, p, p, p]
+    lib.c2s_subm_pairs.restype = None
+    lib.c2s_parent_keys.argtypes = [p, i64, i64, i64, p]
+    lib.c2s_parent_keys.restype = None
+    lib.c2s_down_pairs.argtypes = [p, p, i64, i64, p, p, p]
+    lib.c2s_down_pairs.restype = None
     _lib = lib
     return lib
 
@@ -119,7 +127,7 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-# -- neighbour tables ---------------------------------------------------------------------------
+# -- neighbour pairs ------------------------------------------------------------------------------
 
 
 def _lib_or_raise() -> ctypes.CDLL:
@@ -143,33 +151,24 @@ class Pairs:
     def num_offsets(self) -> int:
         return int(self.k_ptr.shape[0]) - 1
 
-    @classmethod
-    def from_table(cls, table: Tensor) -> Pairs:
-        """From a dense int32 table [N, K] (-1 = no neighbour)."""
-        lib = _lib_or_raise()
-        table = table.contiguous()
-        n, k = table.shape
-        k_ptr = torch.empty(k + 1, dtype=torch.int64)
-        lib.c2s_table_to_pairs(table.data_ptr(), n, k, k_ptr.data_ptr(), None, None)
-        torch.cumsum(k_ptr, 0, out=k_ptr)
-        m = int(k_ptr[-1])
-        p_out, p_in = torch.empty(m, dtype=torch.int32), torch.empty(m, dtype=torch.int32)
-        lib.c2s_table_to_pairs(table.data_ptr(), n, k, k_ptr.data_ptr(), p_out.data_ptr(), p_in.data_ptr())
-        return cls(k_ptr, p_out, p_in, n)
+    def to_table(self) -> Tensor:
+        """Dense int64 [num_rows, K] table of input rows (-1 = none), for checks."""
+        k = torch.repeat_interleave(torch.arange(self.num_offsets), self.k_ptr[1:] - self.k_ptr[:-1])
+        table = torch.full((self.num_rows, self.num_offsets), -1, dtype=torch.long)
+        table[self.p_out.long(), k] = self.p_in.long()
+        return table
 
 
 @dataclass(eq=False)
 class SubmTable:
-    """Submanifold neighbours of one level: ``table`` int32 [N, K] (-1 = none; offsets row-major
-    over (x, y, z), centre included) and the same as :class:`Pairs`."""
+    """Submanifold neighbours of one level (offsets row-major over (x, y, z), centre included)."""
 
     kernel_size: int
-    table: Tensor
     pairs: Pairs
 
     @property
     def num_voxels(self) -> int:
-        return int(self.table.shape[0])
+        return self.pairs.num_rows
 
 
 @dataclass(eq=False)
@@ -210,50 +209,45 @@ class TableMaps:
         return self.subm[level][self.primary_kernel if kernel_size is None else kernel_size]
 
 
-def subm_table(keys: Tensor, kernel_size: int) -> Tensor:
-    """int32 [N, K] neighbour table over unique ascending int64 keys (CPU)."""
+def subm_pairs(keys: Tensor, kernel_size: int) -> Pairs:
+    """Submanifold :class:`Pairs` (centre included) over unique ascending int64 keys (CPU)."""
     lib = _lib_or_raise()
-    r = kernel_size // 2
-    cols = torch.tensor([offset_key(dx, dy, 0) for dx in range(-r, r + 1) for dy in range(-r, r + 1)])
     keys = keys.contiguous()
-    n = keys.shape[0]
-    table = torch.empty((n, kernel_size**3), dtype=torch.int32)
-    if n:
-        lib.c2s_subm_table(keys.data_ptr(), n, cols.data_ptr(), len(cols), r, table.data_ptr(), _threads())
-    return table
+    n, k = keys.shape[0], kernel_size**3
+    k_ptr = torch.empty(k + 1, dtype=torch.int64)
+    p_out, p_in = torch.empty(k * n, dtype=torch.int32), torch.empty(k * n, dtype=torch.int32)
+    r = kernel_size // 2
+    lib.c2s_subm_pairs(keys.data_ptr(), n, r, AXIS_BITS, k_ptr.data_ptr(), p_out.data_ptr(), p_in.data_ptr())
+    m = int(k_ptr[-1])
+    return Pairs(k_ptr, p_out[:m], p_in[:m], n)
 
 
 def build_table_maps(coords: Tensor, num_levels: int = 5, kernel_sizes: tuple[int, ...] = (3,)) -> TableMaps:
     """:class:`TableMaps` from voxel coordinates [N, 4] sorted by (batch, x, y, z) (:func:`voxelize`'s
     order; CPU). Same neighbours as :func:`.kmap.build_kernel_maps`, in natural row order."""
+    lib = _lib_or_raise()
     coords = torch.as_tensor(coords)
     check_coords(coords, "coordinates passed to build_table_maps")
-    keys = pack_keys(coords)
+    keys = pack_keys(coords).contiguous()
     if keys.numel() > 1 and not bool((keys[1:] > keys[:-1]).all()):
         raise ValueError("coordinates must be unique and sorted by (batch, x, y, z), as voxelize() returns them")
-    level_keys, parents = [keys], []
+    level_keys, down = [keys], []
     for _ in range(num_levels - 1):
-        c = unpack_keys(level_keys[-1])
-        c[:, 1:] = c[:, 1:] >> 1  # floor division by 2, also for negative coordinates
-        ck, parent = torch.unique(pack_keys(c), sorted=True, return_inverse=True)
-        level_keys.append(ck)
-        parents.append(parent)
+        fine = level_keys[-1]
+        nf = fine.shape[0]
+        pk = torch.empty_like(fine)
+        lib.c2s_parent_keys(fine.data_ptr(), nf, AXIS_BITS, _BIAS, pk.data_ptr())
+        coarse, parent = torch.unique(pk, sorted=True, return_inverse=True)
+        slot_ptr = torch.empty(9, dtype=torch.int64)
+        f_rows, p_rows = torch.empty(nf, dtype=torch.int32), torch.empty(nf, dtype=torch.int32)
+        lib.c2s_down_pairs(
+            fine.data_ptr(), parent.data_ptr(), nf, AXIS_BITS, slot_ptr.data_ptr(), f_rows.data_ptr(), p_rows.data_ptr()
+        )
+        down.append(DownTable(Pairs(slot_ptr, p_rows, f_rows, coarse.shape[0]), Pairs(slot_ptr, f_rows, p_rows, nf)))
+        level_keys.append(coarse)
     sizes = list(dict.fromkeys(kernel_sizes))
-    subm = []
-    for lk in level_keys:
-        tables = {k: subm_table(lk, k) for k in sizes}
-        subm.append({k: SubmTable(k, t, Pairs.from_table(t)) for k, t in tables.items()})
+    subm = [{k: SubmTable(k, subm_pairs(lk, k)) for k in sizes} for lk in level_keys]
     level_coords = [coords.long(), *(unpack_keys(lk) for lk in level_keys[1:])]
-    down = []
-    for s, parent in enumerate(parents):
-        fine = level_coords[s]
-        nf, nc = fine.shape[0], level_keys[s + 1].shape[0]
-        slot = ((fine[:, 1] & 1) << 2) | ((fine[:, 2] & 1) << 1) | (fine[:, 3] & 1)
-        child = torch.full((nc, 8), -1, dtype=torch.int32)
-        child[parent, slot] = torch.arange(nf, dtype=torch.int32)
-        up = torch.full((nf, 8), -1, dtype=torch.int32)
-        up[torch.arange(nf), slot] = parent.int()
-        down.append(DownTable(Pairs.from_table(child), Pairs.from_table(up)))
     return TableMaps(level_coords, subm, down, sizes[0])
 
 
