@@ -216,6 +216,18 @@ class SegmentNode(Node):
         if (jump := self._monitor.stamp_jump(stamp)) is not None:
             self._warn(f"cloud time stamps went backwards by {jump:.3f} s (bag loop or clock reset?); processing "
                        "it anyway", throttle=True)  # fmt: skip
+        base_from_sensor = None  # lidar_pose (in the segmenter) or none: the cloud is in the model's frame
+        lidar_frame = self.p["lidar_frame"] or msg.header.frame_id
+        if self.base_frame:  # waits here, in the worker: /tf callbacks run on the executor meanwhile
+            timeout = self.p["tf_timeout_s"]
+            base_from_sensor, why = self.tf.wait_for(self.base_frame, lidar_frame, stamp, timeout)
+            if base_from_sensor is None:
+                self._monitor.skipped_no_tf += 1
+                self._warn(f"cloud skipped: no transform {self.base_frame} <- {lidar_frame} at its stamp within "
+                           f"tf_timeout_s={timeout:g} ({why}); publish it on /tf or /tf_static, or set lidar_pose",
+                           throttle=True)  # fmt: skip
+                return None
+        t_tf = time.perf_counter()
         try:
             points, missing = conv.cloud_points(msg, self.segmenter.input)
         except ValueError as e:
@@ -230,7 +242,7 @@ class SegmentNode(Node):
 
         cameras, overlay = [], self.p["cameras"] and self.overlay.due(self.p["overlay.period"])
         if self.p["cameras"] and (self.p["fusion"] or overlay):  # images are decoded only when used
-            cameras = self.cameras.inputs(stamp, self.p["lidar_frame"] or msg.header.frame_id, frame.images)
+            cameras = self.cameras.inputs(stamp, lidar_frame, frame.images)
         t_sync = time.perf_counter()
         if len(points) > self.p["max_points"]:  # warn before the (long) inference, not after
             self._warn(
@@ -238,16 +250,6 @@ class SegmentNode(Node):
                 "a random subset, the other points get label 0 (raise max_points to segment all)",
                 throttle=True,
             )
-        base_from_sensor = None  # lidar_pose (in the segmenter) or none: the cloud is in the model's frame
-        if self.base_frame:  # waits here, in the worker: /tf callbacks run on the executor meanwhile
-            lidar_frame, timeout = self.p["lidar_frame"] or msg.header.frame_id, self.p["tf_timeout_s"]
-            base_from_sensor, why = self.tf.wait_for(self.base_frame, lidar_frame, stamp, timeout)
-            if base_from_sensor is None:
-                self._monitor.skipped_no_tf += 1
-                self._warn(f"cloud skipped: no transform {self.base_frame} <- {lidar_frame} at its stamp within "
-                           f"tf_timeout_s={timeout:g} ({why}); publish it on /tf or /tf_static, or set lidar_pose",
-                           throttle=True)  # fmt: skip
-                return None
         result = self.segmenter.segment(points, cameras if self.p["fusion"] else [], base_from_sensor)
         t_seg = time.perf_counter()
         for message in self._monitor.count_dropped_points(result, self.segmenter.hash_limit_m):
@@ -263,8 +265,8 @@ class SegmentNode(Node):
             self._last = (msg.header, points[:, :3].copy(), result)
         mon = self._monitor
         mon.last_fusion = (len(cameras) if result.num_fused else 0, result.num_fused)
-        marks = [("start", t0), ("decode", t_conv), ("sync", t_sync), ("segment", t_seg), ("build_output", t_post),
-                 ("publish", t_pub)]  # fmt: skip
+        marks = [("start", t0), ("tf", t_tf), ("decode", t_conv), ("sync", t_sync), ("segment", t_seg),
+                 ("build_output", t_post), ("publish", t_pub)]  # fmt: skip
         latency = (time.monotonic() - frame.receipt) * 1e3
         age = (self.get_clock().now().nanoseconds - stamp) / 1e6
         stages = mon.record_frame(marks, result.timings_ms, latency, age, (time.thread_time() - c0) * 1e3)

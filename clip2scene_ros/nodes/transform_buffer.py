@@ -186,6 +186,8 @@ class TransformBuffer:
         return out, ""
 
     def _resolve(self, target: str, source: str, stamp_ns: int | None) -> tuple[np.ndarray | None, str]:
+        if not (target and source):
+            return None, "a frame name is empty (a header without frame_id?)"
         if target == source:
             return np.eye(4), ""
         up_source, up_target = self._root_path(source), self._root_path(target)

@@ -33,6 +33,7 @@ def setup(tmp_path_factory, new_domain_id):
     import torch
 
     torch.set_num_threads(1)
+    torch.manual_seed(0)  # one random student every run: how much a wrong pose changes labels is then fixed
     from support.node_harness import make_test_models, running_segment_node
 
     from clip2scene_ros.geometry.frames import SIM_LIDAR_TOP_POSE
@@ -87,7 +88,7 @@ def _nodding_frame(setup) -> tuple[np.ndarray, np.ndarray]:
     client, t = setup["client"], _next_stamp(setup)
     client.publish_tf([("mount", "lidar_top", _nod(0.0))], t - 50 * MS)
     client.publish_points(setup["points"], t)
-    client.publish_tf([("mount", "lidar_top", _nod(0.2))], t + 50 * MS)
+    client.publish_tf([("mount", "lidar_top", _nod(0.4))], t + 50 * MS)
     out = conv.cloud_to_array(client.wait_output(t, 60.0))
     return out["label"], np.stack([out["x"], out["y"], out["z"]], axis=1)
 
@@ -101,10 +102,11 @@ def test_moving_mount_from_tf_is_applied_at_the_cloud_stamp(setup):
     labels, xyz = _nodding_frame(setup)
     np.testing.assert_array_equal(xyz, setup["points"])  # the input's points, in the input's order
     seg, points, base_from_mount = setup["seg"], setup["points"], setup["base_from_mount"]
-    expected = seg.segment(points, [], base_from_mount @ _nod(0.1)).labels  # halfway between the poses
+    expected = seg.segment(points, [], base_from_mount @ _nod(0.2)).labels  # halfway between the poses
     assert (labels == expected).mean() > 0.999
-    for pitch in (0.0, 0.2):  # either pose alone gives other labels: the interpolation is what matched
-        assert (seg.segment(points, [], base_from_mount @ _nod(pitch)).labels == expected).mean() < 0.95
+    for pitch in (0.0, 0.4):  # either pose alone gives other labels: the interpolation is what matched
+        agree = (seg.segment(points, [], base_from_mount @ _nod(pitch)).labels == expected).mean()
+        assert agree < 0.95, agree  # 0.53 and 0.43 with this seed
 
 
 def test_cloud_without_transform_is_skipped_and_later_clouds_go_on(setup):

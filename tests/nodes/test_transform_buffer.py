@@ -36,6 +36,7 @@ def test_static_chain_composes_through_the_common_parent():
     np.testing.assert_allclose(lidar_from_cam @ p_cam, [-1, 2, -2, 1], atol=1e-9)
     np.testing.assert_allclose(buf.lookup("base_link", "lidar_top", T0), base_from_lidar)  # static: any stamp
     assert buf.lookup("lidar_top", "nowhere") is None
+    assert buf.wait_for("base_link", "", T0, 0.0) == (None, "a frame name is empty (a header without frame_id?)")
     assert buf.wait_for("lidar_top", "nowhere", T0, 0.0) == (None, "frame nowhere has no transform yet")
     buf.add("odom", "robot2", _pose(1.0))
     found, why = buf.wait_for("base_link", "robot2", T0, 0.0)
