@@ -60,12 +60,15 @@ def overhead_in_process(models: dict[str, str], frames, repeats: int) -> dict[st
 
     from clip2scene_ros.nodes import conversions as conv
     from clip2scene_ros.nodes.conversions import xyz_cloud
+    from clip2scene_ros.nodes.parameters import sim_lidar_params
     from clip2scene_ros.nodes.segment_node import Frame, SegmentNode
 
     rclpy.init()
     overrides = [Parameter("checkpoint", value=models["checkpoint"]), Parameter("num_threads", value=1)]
     if models["teacher"]:
         overrides.append(Parameter("teacher", value=models["teacher"]))
+    for name, value in (p.split(":=", 1) for p in sim_lidar_params(models["checkpoint"])):  # no TF here
+        overrides.append(Parameter(name, value=value))
     node = SegmentNode(parameter_overrides=overrides)
     msgs = [xyz_cloud(make_header(1_000_000_000 * (i + 1), "lidar_top"), f.points) for i, f in enumerate(frames)]
     node.process(Frame(msgs[0], time.monotonic()))  # warm-up
@@ -115,6 +118,7 @@ def vocabulary_head_cost(node, frames, repeats: int = 20) -> dict[str, float]:
 def end_to_end(models: dict[str, str], frames, n: int, rate: float) -> dict[str, float]:
     from support.node_harness import NodeProcess, SegmentClient, wait_until
 
+    from clip2scene_ros.nodes.parameters import sim_lidar_params
     from clip2scene_ros.resources import configure_ros_environment
 
     configure_ros_environment()
@@ -123,6 +127,7 @@ def end_to_end(models: dict[str, str], frames, n: int, rate: float) -> dict[str,
     ns = f"/c2s_bench_{os.getpid()}"
     cmd = [sys.executable, "-m", "clip2scene_ros.cli.main", "segment", "--namespace", ns,
            "--checkpoint", models["checkpoint"], "-p", "input_topic:=points", "-p", "num_threads:=1"]  # fmt: skip
+    cmd += [a for p in sim_lidar_params(models["checkpoint"]) for a in ("-p", p)]  # clouds without TF
     if models["teacher"]:
         cmd += ["--teacher", models["teacher"]]
     proc = NodeProcess(cmd, {**os.environ, "PYTHONUNBUFFERED": "1"})

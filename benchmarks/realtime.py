@@ -157,10 +157,11 @@ def main() -> int:
     args = ap.parse_args()
 
     from clip2scene_ros.inference.cpu import cpu_info
+    from clip2scene_ros.nodes.parameters import sim_lidar_params
 
     cpu = cpu_info()
     print(cpu.describe())
-    extra = [a for p in args.param for a in ("-p", p)]
+    extra = [a for p in sim_lidar_params() + args.param for a in ("-p", p)]  # clouds without TF
     results = {}
     for case in args.cases:
         beams, per_ring = CASES[case]

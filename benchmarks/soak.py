@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     from std_msgs.msg import Header
 
     from clip2scene_ros.nodes import conversions as conv
+    from clip2scene_ros.nodes.parameters import sim_lidar_params
     from clip2scene_ros.sim import SimConfig, generate_sequence
     from clip2scene_ros.sim.splits import split_seeds
 
@@ -208,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
            "-p", "input_topic:=points", "-p", f"num_threads:={args.threads}"]  # fmt: skip
     if args.checkpoint:
         cmd += ["--checkpoint", args.checkpoint]
+    cmd += [a for p in sim_lidar_params(args.checkpoint) for a in ("-p", p)]  # clouds without TF
     cache = Path(os.environ.get("TMPDIR", "/tmp")) / f"soak_text_cache_{os.getpid()}"
     env = {**os.environ, "CLIP2SCENE_CACHE_DIR": str(cache)}  # a fresh cache: its bound is part of the test
     proc = NodeProcess(cmd, env)

@@ -182,6 +182,17 @@ def base_frame_of(p: Mapping[str, Any], model_frame: str) -> tuple[str, str]:
     return BASE, f"the model works in {BASE}: clouds are brought into it from TF (base_frame, lidar_pose change that)"
 
 
+def sim_lidar_params(checkpoint: str | None = None) -> list[str]:
+    """``NAME:=VALUE`` node parameters for clouds of the simulator's LiDAR sent without TF (benchmarks):
+    its mounting as ``lidar_pose`` when the checkpoint works in base_link, none otherwise."""
+    from clip2scene_ros.geometry.frames import BASE, SIM_LIDAR_TOP_POSE
+    from clip2scene_ros.models.inputs import InputSpec
+
+    if InputSpec.from_checkpoint(checkpoint or default_checkpoint()).frame.name != BASE:
+        return []
+    return ["lidar_pose:=" + " ".join(f"{v:.9g}" for v in SIM_LIDAR_TOP_POSE)]
+
+
 def parse_pose(text: str) -> list[float]:
     """'x y z roll pitch yaw' -> 6 floats ([] for ''); a word that is no number becomes NaN, which
     the segmenter's validation reports with the expected form."""

@@ -73,6 +73,19 @@ def test_base_frame_defaults_to_a_base_link_models_frame():
     assert "tf_timeout_s=-1.0 must be >= 0" in errors
 
 
+def test_sim_lidar_params_give_a_base_link_model_the_simulators_mount(tmp_path):
+    from clip2scene_ros.geometry.frames import SIM_LIDAR_TOP_POSE
+    from clip2scene_ros.models import create_model, save_checkpoint
+
+    base_link = {"frame": {"name": "base_link"}}
+    save_checkpoint(tmp_path / "base", create_model("minkunet18_tiny", in_features=["z"]), base_link)
+    save_checkpoint(tmp_path / "sensor", create_model("minkunet18_tiny"))
+    (param,) = params.sim_lidar_params(str(tmp_path / "base"))
+    name, value = param.split(":=")
+    assert name == "lidar_pose" and np.allclose(params.parse_pose(value), SIM_LIDAR_TOP_POSE)
+    assert params.sim_lidar_params(str(tmp_path / "sensor")) == []
+
+
 @pytest.mark.ros
 def test_node_rejects_bad_parameters_with_clear_messages(ros_env, tmp_path):
     cmd = [sys.executable, "-m", "clip2scene_ros.nodes.segment_node", "--ros-args",
