@@ -171,6 +171,10 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
                   f"| {frames.get('sent')} | {frames.get('received')} | {frames.get('lost')} | "
                   f"{_fmt(frames.get('node_drops'))} | {_fmt(frames.get('throughput_hz'))} | "
                   f"{_fmt(frames.get('wall_s'))} |", ""]  # fmt: skip
+        if frames.get("node_skipped_no_tf"):
+            lines += [f"The node skipped {frames['node_skipped_no_tf']} clouds: no transform from the cloud's frame "
+                      "into the model's base frame (the bag lacks /tf_static or /tf for it; node parameter lidar_pose "
+                      "gives the mounting instead).", ""]  # fmt: skip
     rt = summary.get("realtime")
     if rt:
         rl = rt.get("latency_ms") or {}

@@ -109,6 +109,7 @@ class ReplayResult:
                 "received": self.received,
                 "lost": self.lost,
                 "node_drops": self.node_drops,
+                "node_skipped_no_tf": self.node_skipped_no_tf,
                 "wall_s": round(self.wall_s, 3),
                 "throughput_hz": round(self.received / self.wall_s, 3) if self.wall_s > 0 else None,
             },
@@ -119,6 +120,7 @@ class ReplayResult:
 
     gt_frames: int = 0  # frames with ground truth whose labels came back (the mIoU's frames)
     gt_sent: int = 0  # frames with ground truth that were sent
+    node_skipped_no_tf: int | None = None  # clouds the node skipped: no transform into its base frame
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         return write_report(
@@ -226,6 +228,12 @@ class _Participant:
         self.context.try_shutdown()
 
 
+def _skipped_no_tf(part: _Participant) -> int:
+    """The node's count of clouds skipped for want of a transform into its base frame (/diagnostics)."""
+    value = part.diag.get("frames_skipped_no_tf", "0")
+    return int(value) if value.isdigit() else 0
+
+
 def _wait(pred, timeout: float, what: str, proc=None) -> None:
     end = time.monotonic() + timeout
     while not pred():
@@ -326,6 +334,11 @@ def replay(opts: ReplayOptions) -> ReplayResult:
             proc,
         )
         legend = part.legend
+        try:  # the node's counters before this replay (a running node may have skipped clouds before)
+            _wait(lambda: bool(part.diag), 3.0, "for diagnostics")
+        except ReplayError:
+            pass
+        skipped_before = _skipped_no_tf(part)
         vocab_name = legend.get("vocabulary", "?")
         classes = [(int(c["id"]), c["name"]) for c in legend["classes"]]
         if gt:
@@ -360,11 +373,13 @@ def replay(opts: ReplayOptions) -> ReplayResult:
             stamp = B.header_stamp_ns(B.deserialize(raw, msgtype, store))
             with lock:
                 sent_at[stamp] = (n_sent, time.monotonic())
+            skipped = _skipped_no_tf(part)
             lidar_pub.publish(raw)
             n_sent += 1
-            if opts.rate is None:
+            if opts.rate is None:  # a cloud skipped for want of a transform never comes back: diagnostics say so
+                done = lambda s=stamp, k=skipped: s in received or _skipped_no_tf(part) > k  # noqa: E731
                 try:
-                    _wait(lambda s=stamp: s in received, opts.frame_timeout, f"for the labels of frame {n_sent}", proc)
+                    _wait(done, opts.frame_timeout, f"for the labels of frame {n_sent}", proc)
                 except ReplayError:
                     if proc is not None and proc.proc.poll() is not None:
                         raise
@@ -373,7 +388,8 @@ def replay(opts: ReplayOptions) -> ReplayResult:
             if n_sent >= n_clouds:
                 break
         # real-time mode: give the node time to finish what is queued (lost frames stay lost)
-        _drain(lambda: len(received), n_sent, opts.frame_timeout, proc, idle=opts.frame_timeout)
+        answered = lambda: len(received) + _skipped_no_tf(part) - skipped_before  # noqa: E731 - skipped: no output
+        _drain(answered, n_sent, opts.frame_timeout, proc, idle=opts.frame_timeout)
         t_end = max(received.values(), default=time.monotonic())
         if bar is not None:
             bar.close()
@@ -419,6 +435,8 @@ def replay(opts: ReplayOptions) -> ReplayResult:
         )  # fmt: skip
         result.gt_frames = state["gt_frames"]
         result.gt_sent = sum(1 for s in sent_at if s in gt)
+        if "frames_skipped_no_tf" in part.diag:  # a node of this version
+            result.node_skipped_no_tf = _skipped_no_tf(part) - skipped_before
         return result
     finally:
         if part is not None:

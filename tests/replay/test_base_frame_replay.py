@@ -61,3 +61,16 @@ def test_demo_runs_a_base_link_student(base_student, ros_env, tmp_path, capsys):
     assert main(argv) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["frames"] == 2 and line["lost"] == 0 and line["miou"] is not None
+
+
+def test_clouds_without_transform_are_reported_not_waited_for(base_student, labelled_bag, ros_env, tmp_path):
+    """The bag has no transform into 'chassis': the node skips every cloud, the replay moves on at the
+    node's diagnostics instead of waiting frame_timeout for labels, and the report says why."""
+    from clip2scene_ros.replay.player import NodeOptions, ReplayOptions, replay
+
+    params = ["num_threads:=1", "base_frame:=chassis", "tf_timeout_s:=0.2", "diagnostics_period:=0.2"]
+    node = NodeOptions(checkpoint=base_student["checkpoint"], teacher=base_student["teacher"] or None, params=params)
+    res = replay(ReplayOptions(bag=labelled_bag, node=node, progress=False, frame_timeout=120.0))
+    assert res.sent == 3 and res.received == 0 and res.node_skipped_no_tf == 3
+    md = res.write(tmp_path / "r")["markdown"].read_text()
+    assert "The node skipped 3 clouds: no transform from the cloud's frame into the model's base frame" in md
