@@ -71,6 +71,9 @@ def test_base_frame_defaults_to_a_base_link_models_frame():
     errors = "\n".join(params.validate(_defaults(base_frame="base_link", use_tf=False, tf_timeout_s=-1.0)))
     assert "base_frame='base_link' is read from TF: set use_tf=true" in errors
     assert "tf_timeout_s=-1.0 must be >= 0" in errors
+    assert params.runtime_update(_defaults(), [("tf_timeout_s", 0.5)]).values == {"tf_timeout_s": 0.5}
+    history = params.runtime_update(_defaults(), [("tf_history_s", 5.0)])
+    assert "restart the node to change 'tf_history_s'" in history.error
 
 
 def test_sim_lidar_params_give_a_base_link_model_the_simulators_mount(tmp_path):
