@@ -172,6 +172,9 @@ class SceneConfig:
     # sides without buildings (fields, highway verges) with wide terrain, building setbacks up to
     # 12 m, hedges (vegetation with volume) along the plots, terrain widths up to 3x the range.
     variety: bool = False
+    # Side streets crossing the main road at right angles, per 100 m (X and T junctions with corner
+    # sidewalks and buildings along them); 0 keeps the street without junctions.
+    cross_streets: float = 0.0
 
     def validate(self) -> None:
         if self.duration_s <= 0:

@@ -225,6 +225,9 @@ class _Builder:
         self._next_instance = 1
         self._rows: dict[str, list[tuple[float, float]]] = {}
         self.open_side = {-1: False, 1: False}  # sides without buildings (scene.variety)
+        # per side of the main road: cross streets as (x0, x1) of their road surface and the
+        # wider span including their corner sidewalks (scene.cross_streets)
+        self.cross: dict[int, list[tuple[float, float, float, float]]] = {-1: [], 1: []}
 
     def instance(self) -> int:
         self._next_instance += 1
@@ -237,6 +240,18 @@ class _Builder:
             return False
         spans.append((x - half, x + half))
         return True
+
+    def in_cross_street(self, side: int, x0: float, x1: float, corners: bool = True) -> bool:
+        """Whether [x0, x1] on ``side`` overlaps a cross street (with its corner sidewalks)."""
+        return any(x0 < (g1 if corners else r1) and x1 > (g0 if corners else r0) for r0, r1, g0, g1 in self.cross[side])
+
+    def outside_cross_streets(self, side: int, x0: float, x1: float, corners: bool) -> list[tuple[float, float]]:
+        """[x0, x1] minus the cross streets on ``side``: the pieces a strip along the main road keeps."""
+        pieces = [(x0, x1)]
+        for r0, r1, g0, g1 in self.cross[side]:
+            a, b = (g0, g1) if corners else (r0, r1)
+            pieces = [q for p0, p1 in pieces for q in ((p0, min(p1, a)), (max(p0, b), p1)) if q[1] - q[0] > 0.05]
+        return pieces
 
     def count(self, density: float, length: float) -> int:
         return int(self.rng.poisson(density * length / 100.0))
@@ -403,6 +418,9 @@ class _Builder:
                     sw = rng.uniform(0.0, 1.0)  # a verge: little or no pavement
             sides[side] = (sw, tw)
 
+        if sc.cross_streets > 0:
+            self._choose_cross_streets(xa, xb, length, lw)
+
         # ground, road, sidewalks, terrain strips
         ground = M.Material(
             C.TERRAIN,
@@ -446,7 +464,10 @@ class _Builder:
             )
             y0, y1 = sorted((side * half, side * (half + sw)))
             for sx in np.arange(xa - 40, xb + 40, 20.0):
-                self.static.add(*M.box(sx, sx + 20.0, y0, y1, -0.1, 0.15), sidewalk)
+                for p0, p1 in self.outside_cross_streets(side, sx, sx + 20.0, corners=False):
+                    self.static.add(*M.box(p0, p1, y0, y1, -0.1, 0.15), sidewalk)
+            for r0, r1, _, _ in self.cross[side]:
+                self._cross_street(side, r0, r1, half, road, sidewalk)
             if tw > 0.3:
                 grass = M.Material(
                     C.TERRAIN,
@@ -460,7 +481,8 @@ class _Builder:
                 )
                 y0, y1 = sorted((side * (half + sw), side * (half + sw + tw)))
                 for sx in np.arange(xa - 40, xb + 40, 20.0):
-                    self.static.add(*M.box(sx, sx + 20.0, y0, y1, -0.1, 0.06), grass)
+                    for p0, p1 in self.outside_cross_streets(side, sx, sx + 20.0, corners=True):
+                        self.static.add(*M.box(p0, p1, y0, y1, -0.1, 0.06), grass)
 
         self._buildings(xa, xb, half, sides)
         self._vegetation(xa, xb, length, half, sides)
@@ -475,6 +497,58 @@ class _Builder:
         sway = rng.uniform(0.0, 0.6)
         ego = EgoTrajectory((0.0, ego_y), ego_speed, sway_m=sway, sway_period_s=rng.uniform(6, 14))
         return assemble_world(self.static, self.agents, ego, self._lighting(r2w), r2w, self.static_objects)
+
+    def _choose_cross_streets(self, xa: float, xb: float, length: float, lane_w: float) -> None:
+        """Junctions along the main road, at least 40 m apart; a quarter are T junctions (one side).
+        Roadside rows are reserved over them, so nothing is placed in a junction's mouth."""
+        rng = np.random.default_rng(self.rng.integers(2**32))  # own stream: later draws keep their order
+        taken: list[float] = []
+        for _ in range(self.count(self.sc.cross_streets, length)):
+            xc = rng.uniform(xa + 20.0, xb - 20.0)
+            if any(abs(xc - t) < 40.0 for t in taken):
+                continue
+            taken.append(xc)
+            width = 2 * int(rng.integers(1, 3)) * lane_w * rng.uniform(0.9, 1.1)
+            walk = rng.uniform(*self.sc.sidewalk_width_m)
+            r0, r1 = xc - width / 2, xc + width / 2
+            g0, g1 = r0 - walk, r1 + walk
+            skip = (1 if rng.random() < 0.5 else -1) if rng.random() < 0.25 else 0
+            for side in (-1, 1):
+                if side == skip:
+                    continue
+                self.cross[side].append((r0, r1, g0, g1))
+                rows = [f"{r}{side}" for r in ("curb", "park", "back", "tree")] + [f"ped{side}{b}" for b in range(3)]
+                for row in rows:
+                    self.free(row, (g0 + g1) / 2, (g1 - g0) / 2)
+
+    def _cross_street(self, side: int, r0: float, r1: float, half: float, road, sidewalk) -> None:
+        """A side street from the main road's edge out to the scenery's edge: its surface, the
+        sidewalks on both of its sides and, with some probability, a row of buildings behind them."""
+        rng = self.rng
+        reach = 150.0
+        g0, g1 = next((a, b) for a0, a1, a, b in self.cross[side] if a0 == r0 and a1 == r1)
+        for d in np.arange(0.0, reach, 20.0):
+            y0, y1 = sorted((side * (half + d), side * (half + d + 20.0)))
+            self.static.add(*M.quad(r0, r1, y0, y1, 0.0), road)
+            self.static.add(*M.box(g0, r0, y0, y1, -0.1, 0.15), sidewalk)
+            self.static.add(*M.box(r1, g1, y0, y1, -0.1, 0.15), sidewalk)
+        for edge, out in ((g0, -1.0), (g1, 1.0)):
+            if rng.random() < 0.35:
+                continue
+            d = half + rng.uniform(12.0, 25.0)
+            while d < reach:
+                bl, depth = rng.uniform(8, 25), rng.uniform(8, 16)
+                setback = rng.uniform(0.0, 6.0)
+                x0, x1 = sorted((edge + out * setback, edge + out * (setback + depth)))
+                y0, y1 = sorted((side * d, side * (d + bl)))
+                col = _hsv(rng, (0, 1), (0.02, 0.45), (0.4, 0.88))
+                win = _hsv(rng, (0.5, 0.7), (0.05, 0.4), (0.08, 0.3))
+                mat = M.Material(
+                    C.BUILDING, 0, col, win, M.P_WINDOWS, 1.0 / rng.uniform(1.8, 4.0), rng.uniform(2.8, 3.6),
+                    reflect1=0.3, reflect2=0.08,
+                )  # fmt: skip
+                self.static.add(*M.box(x0, x1, y0, y1, -0.1, rng.uniform(3, 18)), mat)
+                d += bl + (rng.uniform(1, 8) if rng.random() < 0.4 else 0.0)
 
     def _lighting(self, r2w: np.ndarray) -> Lighting:
         rng = self.rng
@@ -525,7 +599,9 @@ class _Builder:
                     reflect2=0.08,
                 )
                 y0, y1 = sorted((side * (y_front + setback), side * (y_front + setback + depth)))
-                self.static.add(*M.box(x, x + bl, y0, y1, -0.1, h), mat)
+                for p0, p1 in self.outside_cross_streets(side, x, x + bl, corners=True):
+                    if p1 - p0 > 2.0:
+                        self.static.add(*M.box(p0, p1, y0, y1, -0.1, h), mat)
                 x += bl + (rng.uniform(1, 8) if rng.random() < 0.4 else 0.0)
 
     def _hedge_row(self, xa: float, xb: float, y: float) -> None:
@@ -548,7 +624,8 @@ class _Builder:
                 )
                 y0, y1 = sorted((y, y + np.sign(y) * w))
                 for sx in np.arange(x, x + seg, 10.0):  # short boxes keep the BVH fast
-                    self.static.add(*M.box(sx, min(sx + 10.0, x + seg), y0, y1, -0.05, h), mat)
+                    for p0, p1 in self.outside_cross_streets(int(np.sign(y)), sx, min(sx + 10.0, x + seg), True):
+                        self.static.add(*M.box(p0, p1, y0, y1, -0.05, h), mat)
             x += seg + rng.uniform(0.5, 6.0)
 
     def _tree(self, x: float, y: float) -> None:
@@ -604,6 +681,8 @@ class _Builder:
                 continue
             x, y = rng.uniform(xa, xb), side * (half + sw + rng.uniform(0.5, tw - 0.5))
             r = rng.uniform(0.4, 1.2)
+            if self.in_cross_street(side, x - 2.5 * r, x + 2.5 * r):
+                continue
             mat = M.Material(
                 C.VEGETATION,
                 0,

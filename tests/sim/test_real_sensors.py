@@ -166,3 +166,39 @@ def test_street_variety(o3d_available):
     classic_buildings = [counts(classic, s)[0] for s in range(8)]
     # some varied streets have far fewer buildings (open sides)
     assert min(b for b, _ in per_seed) < 0.6 * min(classic_buildings)
+
+
+def test_cross_streets(o3d_available):
+    """scene.cross_streets: side roads leave the main road at right angles, with no building, bush or
+    parked car in their mouth; 0 keeps the street without junctions."""
+    from clip2scene_ros.sim import build_world
+    from clip2scene_ros.sim.taxonomy import BUILDING, CAR, ROAD
+    from clip2scene_ros.sim.world import _Builder
+
+    base = SimConfig.default().with_overrides(threads=1, **{"scene.variety": True})
+    junctions = base.with_overrides(**{"scene.cross_streets": 2.0})
+
+    def road_reach(world) -> float:
+        """How far from the main road's centre line road surface reaches (m)."""
+        tri = world.static_triangles[world.materials.label[: len(world.static_triangles)] == ROAD]
+        return float(np.abs(world.static_vertices[tri.ravel(), 1]).max())
+
+    assert road_reach(build_world(base, 3, 20.0)) < 25.0  # lanes + parking only
+    reached, seen = 0, 0
+    for seed in range(4):
+        b = _Builder(junctions, np.random.default_rng([seed, 0x5C3E]))
+        world = b.build(20.0)
+        spans = [(g0, g1) for side in (-1, 1) for _, _, g0, g1 in b.cross[side]]
+        seen += len(spans)
+        reached += road_reach(world) > 100.0
+        # nothing stands in a junction's mouth (first 10 m beyond the main road's parking lane)
+        half = junctions.scene.lanes_per_direction * junctions.scene.lane_width_m + junctions.scene.parking_width_m
+        tri = world.static_triangles
+        labels = world.materials.label[: len(tri)]
+        centre = world.static_vertices[tri].mean(1)
+        for side in (-1, 1):
+            for r0, r1, _, _ in b.cross[side]:
+                mouth = (centre[:, 0] > r0) & (centre[:, 0] < r1) & (side * centre[:, 1] > half + 0.5)
+                mouth &= side * centre[:, 1] < half + 10.0
+                assert not np.isin(labels[mouth], [BUILDING, CAR]).any()
+    assert seen >= 4 and reached == 4

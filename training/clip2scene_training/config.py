@@ -217,6 +217,7 @@ class PretrainConfig(RunConfig):
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     targets: TargetsConfig = field(default_factory=TargetsConfig)
+    init: str | None = None  # warm start from this student checkpoint (same architecture); None = random
 
     def validate(self) -> PretrainConfig:
         self.validate_run("pretrain")

@@ -151,6 +151,13 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
                 f"the student needs heads 'global' and 'local' (separate heads per loss); "
                 f"{cfg.model} has {model.config.heads}"
             )
+    if cfg.init:  # a new schedule from earlier weights (resume continues a run instead)
+        from clip2scene_ros.models import load_checkpoint
+
+        pre = load_checkpoint(cfg.init)[0]
+        missing, unexpected = model.load_state_dict(pre.state_dict(), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"init {cfg.init}: not this architecture (missing {missing}, unexpected {unexpected})")
     voxel_size = cfg.voxel_size or model.config.voxel_size
     net = StudentForward(model, voxel_size)
     if dist_info.enabled:
