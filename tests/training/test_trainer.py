@@ -116,6 +116,24 @@ def test_pretrain_run_outputs(reference):
     assert (1, "rss_mb") in logged and (1, "samples_per_s") in logged
 
 
+def test_pretrain_init_warm_starts_from_a_student(reference, tmp_path):
+    """``init``: a new run starts from a student's weights (a run at a negligible learning rate ends
+    with the student it started from), and a student of another architecture is refused by name."""
+    from clip2scene_training.pretrain import train
+
+    from clip2scene_ros.models import load_checkpoint
+
+    out, _ = reference
+    warm = tmp_path / "warm"
+    train(load_config(PretrainConfig, _pretrain_cfg(warm, init=str(out / "student"), max_steps=1, optim={"lr": 1e-9})))
+    a, b = load_checkpoint(out / "student")[0].state_dict(), load_checkpoint(warm / "student")[0].state_dict()
+    learned = [k for k in a if "running" not in k and "num_batches" not in k]  # BN statistics move anyway
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in learned)
+    with pytest.raises(ValueError, match="not this architecture"):
+        train(load_config(PretrainConfig, _pretrain_cfg(tmp_path / "x", init=str(out / "student"),
+                                                        model_overrides={"width": 0.5})))  # fmt: skip
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted(reference, tmp_path):
     ref_out, _ = reference

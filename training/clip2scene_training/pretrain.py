@@ -154,10 +154,10 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
     if cfg.init:  # a new schedule from earlier weights (resume continues a run instead)
         from clip2scene_ros.models import load_checkpoint
 
-        pre = load_checkpoint(cfg.init)[0]
-        missing, unexpected = model.load_state_dict(pre.state_dict(), strict=False)
-        if missing or unexpected:
-            raise ValueError(f"init {cfg.init}: not this architecture (missing {missing}, unexpected {unexpected})")
+        try:
+            model.load_state_dict(load_checkpoint(cfg.init)[0].state_dict())
+        except RuntimeError as e:  # missing, unexpected or differently shaped weights
+            raise ValueError(f"init {cfg.init}: not this architecture ({str(e).splitlines()[-1].strip()})") from None
     voxel_size = cfg.voxel_size or model.config.voxel_size
     net = StudentForward(model, voxel_size)
     if dist_info.enabled:
