@@ -7,8 +7,12 @@ checkout falls back to the repository root, so one lookup works for colcon, pip 
 from __future__ import annotations
 
 import functools
+import mmap
 import os
 import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +101,69 @@ def trim_heap() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+class VectorLRU:
+    """A bounded LRU of float32 vectors (phrase embeddings) kept in preallocated slabs.
+
+    Entries stored one by one are small long-lived allocations made right after the large
+    short-lived buffers of the text encoder, in the same thread's malloc arena: they pin holes
+    between those buffers, and a node answering new phrases grew that arena steadily while its live
+    data stayed flat. Here each vector length gets one anonymous mapping of ``capacity`` rows
+    (outside malloc; a page is resident only once written) and evicted rows are reused, so entries
+    never touch the heap. Thread-safe; ``get`` returns a copy, never a view of a reusable row.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self._slots: OrderedDict[Hashable, tuple[int, int]] = OrderedDict()  # key -> (length, row)
+        self._slabs: dict[int, tuple[Any, Any]] = {}  # length -> (mapping, float32 [capacity, length])
+        self._free: dict[int, list[int]] = {}  # length -> unused rows
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._slots
+
+    def get(self, key: Hashable) -> Any:
+        """A copy of the vector stored under ``key`` (1-D float32 array), or None; marks it recent."""
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                return None
+            self._slots.move_to_end(key)
+            return self._slabs[slot[0]][1][slot[1]].copy()
+
+    def put(self, key: Hashable, vector: Any) -> None:
+        """Store a copy of ``vector`` (any shape, flattened to float32), evicting the least recent."""
+        import numpy as np
+
+        flat = np.asarray(vector, dtype=np.float32).reshape(-1)
+        n = flat.size
+        if n == 0:
+            raise ValueError("cannot store an empty vector")
+        with self._lock:
+            old = self._slots.pop(key, None)
+            if old is not None:
+                self._free[old[0]].append(old[1])
+            while len(self._slots) >= self.capacity:
+                length, row = self._slots.popitem(last=False)[1]
+                self._free[length].append(row)
+            if n not in self._slabs:
+                mapping = mmap.mmap(-1, self.capacity * n * 4)
+                self._slabs[n] = (mapping, np.frombuffer(mapping, np.float32).reshape(self.capacity, n))
+                self._free[n] = list(range(self.capacity - 1, -1, -1))
+            row = self._free[n].pop()
+            self._slabs[n][1][row] = flat
+            self._slots[key] = (n, row)
+
+    def clear(self) -> None:
+        with self._lock:
+            for length, row in self._slots.values():
+                self._free[length].append(row)
+            self._slots.clear()

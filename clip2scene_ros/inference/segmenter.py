@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from clip2scene_ros.geometry import CameraModel, PairingConfig, as_transform
 from clip2scene_ros.models import ModelConfig
 from clip2scene_ros.models.inputs import InputSpec
+from clip2scene_ros.resources import VectorLRU
 from clip2scene_ros.teacher.vocabulary import Vocabulary, VocabularyError
 from clip2scene_ros.teacher.vocabulary import load_vocabulary as load_vocabulary_file
 
@@ -259,8 +259,7 @@ class Segmenter:
         self.dense_features = dense_features
         self.fusion_weight = float(fusion_weight)
         self.pairing = pairing or PairingConfig()
-        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._text_cache_size = text_cache_size
+        self._text_cache = VectorLRU(text_cache_size)  # preallocated rows: no heap fragmentation per phrase
         self._text_lock = threading.Lock()  # text encoders (torch modules) are not re-entrant
         self._vocab_lock = threading.Lock()  # one vocabulary change at a time, last call wins
         self._rng = np.random.default_rng(seed)
@@ -408,21 +407,17 @@ class Segmenter:
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """[T, D] float32 L2-normalised text embeddings (cached per string)."""
         with self._text_lock:
-            missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+            found = {t: self._text_cache.get(t) for t in dict.fromkeys(texts)}
+            missing = [t for t, e in found.items() if e is None]
             if missing:
                 emb = np.asarray(self._encode_text(missing), dtype=np.float32)
                 if emb.ndim != 2 or emb.shape[0] != len(missing):
                     raise ValueError(f"text encoder returned shape {emb.shape} for {len(missing)} texts")
                 emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
                 for t, e in zip(missing, emb, strict=True):
-                    self._text_cache[t] = e
-            out = []
-            for t in texts:
-                self._text_cache.move_to_end(t)
-                out.append(self._text_cache[t])
-            while len(self._text_cache) > max(self._text_cache_size, len(texts)):
-                self._text_cache.popitem(last=False)
-            return np.stack(out)
+                    found[t] = e  # from the computed values: a batch larger than the cache evicts its own
+                    self._text_cache.put(t, e)
+            return np.stack([found[t] for t in texts])
 
     # -- segmentation --------------------------------------------------------------------------
 

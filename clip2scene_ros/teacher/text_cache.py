@@ -12,11 +12,12 @@ import hashlib
 import os
 import tempfile
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+from clip2scene_ros.resources import VectorLRU
 
 
 def default_cache_dir() -> Path:
@@ -54,7 +55,7 @@ class TextEmbeddingCache:
         self.persist = persist and max_disk_bytes > 0
         self.max_entries = int(max_entries)
         self.max_disk_bytes = int(max_disk_bytes)
-        self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._memory = VectorLRU(self.max_entries)  # preallocated rows: no heap fragmentation per phrase
         self._disk_bytes: int | None = None  # running estimate; scanned once, then updated per write
         self._lock = threading.Lock()
         self.hits = 0
@@ -62,12 +63,11 @@ class TextEmbeddingCache:
         self.evicted_files = 0
 
     def get(self, key: str) -> torch.Tensor | None:
-        with self._lock:
-            emb = self._memory.get(key)
-            if emb is not None:
-                self._memory.move_to_end(key)
+        emb = self._memory.get(key)
+        if emb is not None:
+            with self._lock:
                 self.hits += 1
-                return emb
+            return torch.from_numpy(emb)
         path = self.directory / f"{key}.safetensors"
         if self.persist and path.is_file():
             from safetensors.torch import load_file
@@ -77,18 +77,17 @@ class TextEmbeddingCache:
             except Exception:  # a truncated file from a killed process: recompute it
                 emb = None
             if emb is not None:
+                self._memory.put(key, emb.float().numpy())
                 with self._lock:
-                    self._remember(key, emb)
                     self.hits += 1
-                return emb
+                return emb.float().reshape(-1)
         with self._lock:
             self.misses += 1
         return None
 
     def put(self, key: str, embedding: torch.Tensor) -> None:
         emb = embedding.detach().float().cpu().contiguous()
-        with self._lock:
-            self._remember(key, emb)
+        self._memory.put(key, emb.numpy())
         if not self.persist:
             return
         from safetensors.torch import save_file
@@ -115,17 +114,10 @@ class TextEmbeddingCache:
         return self._scan()[1]
 
     def clear_memory(self) -> None:
-        with self._lock:
-            self._memory.clear()
+        self._memory.clear()
 
     def __len__(self) -> int:
         return len(self._memory)
-
-    def _remember(self, key: str, emb: torch.Tensor) -> None:
-        self._memory[key] = emb
-        self._memory.move_to_end(key)
-        while len(self._memory) > self.max_entries:
-            self._memory.popitem(last=False)
 
     def _scan(self) -> tuple[list[tuple[float, int, Path]], int]:
         files = []
