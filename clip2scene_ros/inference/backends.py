@@ -195,6 +195,15 @@ class TorchBackend(Backend):
     def prepare(self, points: np.ndarray) -> PreparedInputs:
         return prepare_inputs(self.config, points, table_maps=self.fused)
 
+    def voxel_outputs(
+        self, points: np.ndarray, vocabulary_head: VocabularyHead | None = None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        if not self.fused:
+            return super().voxel_outputs(points, vocabulary_head)
+        # torch's intra-op threads go to the fused kernels' barrier-free sharing for the frame
+        with native.kernel_threads(torch.get_num_threads()):
+            return super().voxel_outputs(points, vocabulary_head)
+
     @torch.no_grad()
     def run_voxels(
         self, prepared: PreparedInputs, vocabulary_head: VocabularyHead | None = None

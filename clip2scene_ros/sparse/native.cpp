@@ -9,28 +9,120 @@
 // its output rows in place: no gathered copy, no per-offset results, no separate scatter or sum.
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <condition_variable>
 #include <cstring>
+#include <functional>
+#include <mutex>
 #include <thread>
 #include <vector>
 
 namespace {
 
-// Runs fn(begin, end) over [0, n) split into `threads` contiguous chunks (the caller takes one).
+// Work sharing without barriers. On a small machine another process often holds one of the
+// cores; an OpenMP region then waits for a descheduled worker to even start its static share
+// (milliseconds per layer, while the others spin). Here the caller and persistent helpers take
+// small chunks from one atomic counter: a helper that is not running simply takes none, and the
+// caller only waits for chunks already taken.
+class Pool {
+ public:
+  // Runs fn(chunk) for chunk in [0, n_chunks) on the caller and up to `helpers` helper threads.
+  void run(int64_t n_chunks, int helpers, const std::function<void(int64_t)>& fn) {
+    if (helpers <= 0 || n_chunks <= 1) {
+      for (int64_t c = 0; c < n_chunks; ++c) fn(c);
+      return;
+    }
+    std::lock_guard<std::mutex> serial(run_mutex_);  // one job at a time
+    ensure(helpers);
+    Job job;
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      job = {++generation_, &fn, n_chunks, helpers};
+      job_ = job;
+      done_.store(0);
+      ticket_.store(job.generation << 32);  // chunk counter tagged with the job's generation
+    }
+    cv_.notify_all();
+    work(job);
+    // chunks still in a helper's hands: spin briefly, then yield the core to it
+    for (int spins = 0; done_.load() < n_chunks; ++spins)
+      if (spins > 2000) std::this_thread::yield();
+  }
+
+ private:
+  struct Job {
+    uint64_t generation = 0;
+    const std::function<void(int64_t)>* fn = nullptr;
+    int64_t total = 0;
+    int helpers = 0;
+  };
+
+  // Takes chunks of `job` until none is left; a stale job (a newer generation started) takes none.
+  void work(const Job& job) {
+    for (;;) {
+      uint64_t t = ticket_.load();
+      int64_t c;
+      do {
+        c = static_cast<int64_t>(t & 0xffffffffu);
+        if ((t >> 32) != job.generation || c >= job.total) return;
+      } while (!ticket_.compare_exchange_weak(t, t + 1));
+      (*job.fn)(c);
+      done_.fetch_add(1);
+    }
+  }
+
+  void ensure(int helpers) {
+    while (threads_ < helpers) {
+      const int id = threads_++;
+      std::thread([this, id] { loop(id); }).detach();  // lives as long as the process
+    }
+  }
+
+  void loop(int id) {
+    uint64_t seen = 0;
+    for (;;) {
+      // layers follow each other within tens of microseconds: poll a little before sleeping
+      for (int spins = 0; spins < 20000 && (ticket_.load() >> 32) == seen; ++spins) std::this_thread::yield();
+      Job job;
+      {
+        std::unique_lock<std::mutex> lk(m_);
+        cv_.wait(lk, [&] { return generation_ != seen; });
+        job = job_;
+        seen = job.generation;
+      }
+      if (id < job.helpers) work(job);
+    }
+  }
+
+  std::mutex run_mutex_, m_;
+  std::condition_variable cv_;
+  Job job_;
+  uint64_t generation_ = 0;
+  std::atomic<uint64_t> ticket_{0};
+  std::atomic<int64_t> done_{0};
+  int threads_ = 0;
+};
+
+Pool& pool() {
+  static Pool* p = new Pool();  // never destroyed: its detached threads may outlive static destructors
+  return *p;
+}
+
+// Runs fn(begin, end) over [0, n) in chunks of at least `grain` rows, shared by `threads` threads.
 template <class F>
-void parallel_rows(int64_t n, int threads, F fn) {
-  if (threads <= 1 || n < 2 * threads) {
+void parallel_rows(int64_t n, int threads, F fn, int64_t grain = 256) {
+  if (threads <= 1 || n < 2 * grain) {
     fn(int64_t{0}, n);
     return;
   }
-  std::vector<std::thread> pool;
-  const int64_t chunk = (n + threads - 1) / threads;
-  for (int t = 1; t < threads; ++t) {
-    const int64_t a = t * chunk, b = std::min(n, a + chunk);
-    if (a < b) pool.emplace_back(fn, a, b);
-  }
-  fn(int64_t{0}, std::min(n, chunk));
-  for (auto& th : pool) th.join();
+  const int64_t n_chunks = std::min<int64_t>(8 * threads, (n + grain - 1) / grain);
+  const int64_t size = (n + n_chunks - 1) / n_chunks;
+  const std::function<void(int64_t)> chunk = [&](int64_t c) {
+    const int64_t a = std::min(n, c * size), b = std::min(n, a + size);
+    if (a < b) fn(a, b);
+  };
+  pool().run(n_chunks, threads - 1, chunk);
 }
 
 // Pairs grouped by offset: offset k's pairs are e in [k_ptr[k], k_ptr[k+1]), output row p_out[e]

@@ -21,6 +21,8 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,8 +125,30 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+_threads_override: int | None = None
+
+
 def _threads() -> int:
-    return max(1, torch.get_num_threads())
+    return max(1, _threads_override or torch.get_num_threads())
+
+
+@contextmanager
+def kernel_threads(n: int) -> Iterator[None]:
+    """Run the fused kernels on ``n`` threads and torch's own operators on one meanwhile.
+
+    The kernels share work through a counter (a helper that another process keeps off its core
+    takes no work), while torch's OpenMP regions wait for every thread at each operator: with a
+    busy second core, 2 OpenMP threads made a frame several times slower than 1.
+    """
+    global _threads_override
+    before, before_torch = _threads_override, torch.get_num_threads()
+    _threads_override = max(1, n)
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        _threads_override = before
+        torch.set_num_threads(before_torch)
 
 
 # -- neighbour pairs ------------------------------------------------------------------------------

@@ -96,6 +96,11 @@ def test_threads_give_the_same_result():
     finally:
         torch.set_num_threads(before)
     assert torch.equal(one, two)  # each output row's sum has one order, whatever the split
+    with native.kernel_threads(3):  # barrier-free sharing; torch's own operators on one thread
+        assert torch.get_num_threads() == 1
+        for _ in range(20):  # back-to-back jobs through the persistent helpers
+            assert torch.equal(native.pair_conv(x, w, tm.subm_map(0).pairs), one)
+    assert torch.get_num_threads() == before
 
 
 def _spconv_check(coords, cin=8, cout=16):
