@@ -3,11 +3,14 @@
 Same MinkUNet weights on the real nuScenes keyframe (0.1 m) and the real KITTI frame (0.05 m)
 from ../shared/data/real (LiDAR-like synthetic frames of similar size when absent). Paths:
 ours eager fp32 / bf16 (1 and 2 threads; bf16 only on CPUs with native bf16, as precision "auto"
-would), ours exported ONNX on ONNX Runtime (1 and 2 threads, the backend's session options; its
+would), ours fused fp32 (the g++-built kernels and their pair maps, what the torch backend runs on
+CPU; 2 threads = the kernels' barrier-free sharing, torch's own operators on one), ours exported
+ONNX on ONNX Runtime (1 and 2 threads, the backend's session options; its
 time includes padding the maps into the graph's inputs), spconv 2.x CPU (1 thread: its CPU
 scatter-add is wrong with more threads) and, when installed, torchsparse 1.4 CPU (1 thread; the same
 weights in its SpVNAS layout: a second numerical reference). The ONNX Runtime / eager fp32 ratio at the same thread
-count is the deployment graph's overhead (target <= 1.0). The CPU model and flags are printed.
+count is the deployment graph's overhead (target <= 1.0); ONNX Runtime / fused compares it with
+the fused path. The CPU model and flags are printed.
 Each timing covers kernel-map building + forward from voxel features (spconv and torchsparse
 build their maps inside their forward); voxelization is shared and excluded. Paths run interleaved (one call each
 per round) so that load from other processes affects them alike. Prints medians, ratios against
@@ -43,7 +46,7 @@ from clip2scene_ros.inference.cpu import cpu_info  # noqa: E402
 from clip2scene_ros.inference.export import export_onnx  # noqa: E402
 from clip2scene_ros.models import create_model, load_checkpoint  # noqa: E402
 from clip2scene_ros.models.inputs import prepare_inputs  # noqa: E402
-from clip2scene_ros.sparse import padded_tensors  # noqa: E402
+from clip2scene_ros.sparse import native, padded_tensors  # noqa: E402
 from clip2scene_ros.sparse.samples import lidar_like_scene, load_real_frame  # noqa: E402
 
 REAL = Path(os.environ.get("CLIP2SCENE_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
@@ -200,6 +203,14 @@ def main() -> int:
                 maps = m.build_maps(_c)
                 return m(_f.to(dtype), maps)["global"].float()
 
+        fused_in = prepare_inputs(cfg, pts, vs, table_maps=True) if native.available() else None
+
+        def fused(threads, _in=fused_in, _order=prep.maps.input_order, _k=cfg.kernel_sizes):
+            with torch.no_grad(), native.kernel_threads(threads):
+                maps = native.build_table_maps(_in.maps.coords[0], folded.num_levels, _k)
+                # rows back in the level order of the other paths (the fused maps keep voxelize's)
+                return folded(_in.feats, maps)["global"][_order]
+
         def spc(_c=coords, _f=feats):
             return spconv_reference.spconv_minkunet(model, _c, _f)["global"]
 
@@ -216,6 +227,8 @@ def main() -> int:
             return torch.from_numpy(s.run(None, feeds)[0])
 
         todo = {"spconv_1t": (1, spc), "ours_fp32_1t": (1, lambda: ours(folded, torch.float32))}
+        if fused_in is not None:
+            todo["ours_fused_1t"] = (1, lambda: fused(1))
         if cpu.bf16_native:
             todo["ours_bf16_1t"] = (1, lambda: ours(bf16, torch.bfloat16))
         if ts_model is not None:
@@ -223,6 +236,8 @@ def main() -> int:
         if sess:
             todo["onnxruntime_1t"] = (1, lambda: onnx_run(1))
         todo["ours_fp32_2t"] = (2, lambda: ours(folded, torch.float32))
+        if fused_in is not None:
+            todo["ours_fused_2t"] = (2, lambda: fused(2))
         if cpu.bf16_native:
             todo["ours_bf16_2t"] = (2, lambda: ours(bf16, torch.bfloat16))
         if sess:
@@ -259,6 +274,11 @@ def main() -> int:
                 f"{t}t": round(paths[f"onnxruntime_{t}t"][0] / paths[f"ours_fp32_{t}t"][0], 3) for t in (1, 2)
             }
             print(f"ONNX Runtime / eager fp32 (target <= 1.0): {row['onnxruntime_vs_eager_fp32']}")
+            if fused_in is not None:
+                row["onnxruntime_vs_fused"] = {
+                    f"{t}t": round(paths[f"onnxruntime_{t}t"][0] / paths[f"ours_fused_{t}t"][0], 3) for t in (1, 2)
+                }
+                print(f"ONNX Runtime / fused fp32: {row['onnxruntime_vs_fused']}")
         row["load_average"] = round(os.getloadavg()[0], 2)
         results[frame] = row
 

@@ -215,15 +215,16 @@ class MinkUNet(nn.Module):
         self.bn_folded = False
 
     # -- core -----------------------------------------------------------------------------------
-    def forward(self, feats: Tensor, maps: AnyMaps) -> dict[str, Tensor]:
-        """Voxel features [N_0, C_in] in level-0 row order -> ``{head: [N_0, embed_dim]}``."""
+    def forward(self, feats: Tensor, maps: AnyMaps, heads: list[str] | None = None) -> dict[str, Tensor]:
+        """Voxel features [N_0, C_in] in level-0 row order -> ``{head: [N_0, embed_dim]}`` (all
+        heads, or only ``heads``)."""
         self.check_input(feats, maps)
         x = self.run_stem(feats, maps)
         skips = [x]
         x = self.run_encoder(x, maps, skips)
         for i in range(4):
             x = self.run_decoder_stage(i, x, skips, maps)
-        return self.run_heads(x)
+        return self.run_heads(x, heads)
 
     def check_input(self, feats: Tensor, maps: AnyMaps) -> None:
         if feats.ndim != 2 or feats.shape[1] != len(self.config.in_features):
@@ -262,12 +263,13 @@ class MinkUNet(nn.Module):
             x = b(x, maps, level)
         return x
 
-    def run_heads(self, x: Tensor) -> dict[str, Tensor]:
+    def run_heads(self, x: Tensor, heads: list[str] | None = None) -> dict[str, Tensor]:
+        chosen = self.heads.items() if heads is None else [(h, self.heads[h]) for h in heads]
         if next(iter(self.heads.values())).weight.dtype != torch.float32:
             # heads in fp32: cheap, and keeps reduced-precision labels stable
             x = x.float()
-            return {name: nn.functional.linear(x, h.weight.float(), h.bias.float()) for name, h in self.heads.items()}
-        return {name: head(x) for name, head in self.heads.items()}
+            return {name: nn.functional.linear(x, h.weight.float(), h.bias.float()) for name, h in chosen}
+        return {name: head(x) for name, head in chosen}
 
     @staticmethod
     def build_maps_for(config: ModelConfig, coords: Tensor) -> KernelMaps:

@@ -146,6 +146,12 @@ inline void pair_range(const int64_t* k_ptr, const int32_t* p_out, int64_t k, in
   e1 = std::lower_bound(first, last, static_cast<int32_t>(r1)) - p_out;
 }
 
+#ifdef __AVX512F__
+constexpr int kRegs = 32;  // vector registers: how many accumulators a block of pairs may hold
+#else
+constexpr int kRegs = 16;
+#endif
+
 template <int COUT, int R>
 void conv_offsets(const float* __restrict x, int64_t cin, const float* __restrict w, int64_t K,
                   const int64_t* __restrict k_ptr, const int32_t* __restrict p_out, const int32_t* __restrict p_in,
@@ -220,8 +226,8 @@ void c2s_pair_conv_f32(const float* x, int64_t cin, const float* w, int64_t K, i
     switch (cout) {  // fixed widths: register accumulators, whole-vector inner loops
 #define C2S_CASE(C, R) \
   case C: conv_offsets<C, R>(x, cin, w, K, k_ptr, p_out, p_in, out, a, b); break;
-      C2S_CASE(8, 8) C2S_CASE(16, 8) C2S_CASE(24, 4) C2S_CASE(32, 4) C2S_CASE(48, 4) C2S_CASE(64, 4)
-      C2S_CASE(96, 2) C2S_CASE(128, 2)
+      C2S_CASE(8, 8) C2S_CASE(16, 8) C2S_CASE(24, kRegs / 4) C2S_CASE(32, 4) C2S_CASE(48, 4) C2S_CASE(64, 4)
+      C2S_CASE(96, 2) C2S_CASE(128, 2) C2S_CASE(192, 1) C2S_CASE(256, 1)
 #undef C2S_CASE
       default: conv_offsets_any(x, cin, w, K, cout, k_ptr, p_out, p_in, out, a, b);
     }
