@@ -207,24 +207,32 @@ class DownTable:
 
 @dataclass(eq=False)
 class TableMaps:
-    """Every table a forward needs, rows of each level in key-sorted order (voxelize's order, so
-    ``input_order`` is the identity). Duck-types the parts of :class:`.kmap.KernelMaps` the models
-    and :func:`clip2scene_ros.models.inputs.prepare_inputs` read."""
+    """Every pair list a forward needs, rows of each level in key-sorted order (voxelize's order,
+    so ``input_order`` is the identity). Duck-types the parts of :class:`.kmap.KernelMaps` the
+    models and :func:`clip2scene_ros.models.inputs.prepare_inputs` read."""
 
-    coords: list[Tensor]
+    keys: list[Tensor]  # int64 [N_s] packed voxel keys per level, ascending
     subm: list[dict[int, SubmTable]]
     down: list[DownTable]
     primary_kernel: int = 3
     _identity: Tensor | None = field(default=None, repr=False)
+    _coords: list[Tensor] | None = field(default=None, repr=False)
 
     @property
     def num_levels(self) -> int:
-        return len(self.coords)
+        return len(self.keys)
+
+    @property
+    def coords(self) -> list[Tensor]:
+        """int64 [N_s, 4] voxel coordinates per level (unpacked on first use: inference needs none)."""
+        if self._coords is None:
+            self._coords = [unpack_keys(k) for k in self.keys]
+        return self._coords
 
     @property
     def input_order(self) -> Tensor:
         if self._identity is None:
-            self._identity = torch.arange(self.coords[0].shape[0], device=self.coords[0].device)
+            self._identity = torch.arange(self.keys[0].shape[0])
         return self._identity
 
     input_rank = input_order
@@ -271,8 +279,7 @@ def build_table_maps(coords: Tensor, num_levels: int = 5, kernel_sizes: tuple[in
         level_keys.append(coarse)
     sizes = list(dict.fromkeys(kernel_sizes))
     subm = [{k: SubmTable(k, subm_pairs(lk, k)) for k in sizes} for lk in level_keys]
-    level_coords = [coords.long(), *(unpack_keys(lk) for lk in level_keys[1:])]
-    return TableMaps(level_coords, subm, down, sizes[0])
+    return TableMaps(level_keys, subm, down, sizes[0])
 
 
 # -- convolution --------------------------------------------------------------------------------
