@@ -212,8 +212,11 @@ class TorchBackend(Backend):
         feats = prepared.feats.to(self.device, self.dtype)
         maps = prepared.maps if str(self.device) == "cpu" else prepared.maps.to(self.device)
         # with a vocabulary head only the head it reads runs (the others are not returned)
-        heads = [vocabulary_head.head] if vocabulary_head is not None and self.fused else None
-        out = {h: v.float() for h, v in self.model(feats, maps, heads).items()}
+        if vocabulary_head is not None and self.fused:  # fused = MinkUNet
+            out = self.model(feats, maps, [vocabulary_head.head])
+        else:
+            out = self.model(feats, maps)
+        out = {h: v.float() for h, v in out.items()}
         result = {}
         if vocabulary_head is not None:
             result = classify_torch(out[vocabulary_head.head], self._text_tensor(vocabulary_head.text_t))
