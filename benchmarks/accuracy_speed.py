@@ -3,7 +3,9 @@
 MinkUNet18 at widths 0.25 (the shipped student's), 0.5, 0.75 and 1.0 x voxel sizes 0.05-0.2 m, on
 the real nuScenes keyframe (34,688 points; a LiDAR-like 32-beam frame when ../shared/data/real is
 absent). Each cell times what the node's inference step does per frame: voxelize, build the kernel
-maps, run the BN-folded fp32 forward (random weights: the time does not depend on them), median of
+maps, run the BN-folded fp32 forward (random weights: the time does not depend on them; the fused
+CPU kernels and their pair maps where g++ built them, as the torch backend runs, else the torch
+path; ``--torch-path`` forces the latter), median of
 ``--runs`` rounds, cells interleaved round by round so that load from other processes hits them
 alike. Printed: ms and the ratio to the shipped configuration (width 0.25, 0.1 m) measured in the
 same rounds, voxel count, parameters. Accuracy needs one training run per cell (the synthetic
@@ -17,6 +19,7 @@ load average are printed; the last line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -41,11 +44,13 @@ def main() -> int:
     ap.add_argument("--widths", type=float, nargs="+", default=list(WIDTHS))
     ap.add_argument("--voxels", type=float, nargs="+", default=list(VOXELS))
     ap.add_argument("--accuracy", help="JSON {'<width>@<voxel>': {'miou': ...}} from training runs")
+    ap.add_argument("--torch-path", action="store_true", help="time the torch engine, not the fused kernels")
     args = ap.parse_args()
 
     from clip2scene_ros.inference.cpu import cpu_info
     from clip2scene_ros.inference.export import prepare_inputs
     from clip2scene_ros.models import create_model
+    from clip2scene_ros.sparse import native
     from clip2scene_ros.sparse.samples import lidar_like_scene, load_real_frame
 
     cpu = cpu_info()
@@ -63,9 +68,11 @@ def main() -> int:
         torch.manual_seed(0)
         models[(w, v)] = create_model("minkunet18", width=w, voxel_size=v, heads=["global"], embed_dim=64).fold_bn()
 
+    fused = native.available() and not args.torch_path
+
     def run(model) -> int:  # noqa: ANN001
-        with torch.no_grad():
-            prep = prepare_inputs(model.config, pts)
+        with torch.no_grad(), native.kernel_threads(args.threads) if fused else contextlib.nullcontext():
+            prep = prepare_inputs(model.config, pts, table_maps=fused)
             model(prep.feats, prep.maps)
         return prep.num_voxels
 
@@ -79,7 +86,8 @@ def main() -> int:
             times[c].append(time.perf_counter() - t)
     ms = {c: statistics.median(v) * 1e3 for c, v in times.items()}
     ref = ms[DEFAULT]
-    print(f"\n{source}, {len(pts)} points, {args.threads} thread(s), median of {args.runs}; "
+    print(f"\n{source}, {len(pts)} points, {args.threads} thread(s), {'fused' if fused else 'torch'} path, "
+          f"median of {args.runs}; "
           f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"{'width':>6}{'voxel m':>9}{'voxels':>8}{'params M':>10}{'ms':>9}{'vs shipped':>12}{'mIoU':>7}")
     rows = []
@@ -95,6 +103,7 @@ def main() -> int:
         "benchmark": "accuracy_speed",
         "cpu": cpu.as_dict(),
         "threads": args.threads,
+        "path": "fused" if fused else "torch",
         "frame": source,
         "points": len(pts),
         "runs": args.runs,

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from clip2scene_ros.sparse import KernelMaps, PaddedMaps, build_kernel_maps
-from clip2scene_ros.sparse.native import TableMaps
+from clip2scene_ros.sparse.native import TableMaps, pair_conv
 from clip2scene_ros.sparse.ops import AnyMaps, DownConv3d, SubmConv3d, UpConv3d
 
 ARCHS = ("minkunet", "spvcnn")  # spvcnn: the same U-Net plus a point branch (models/spvcnn.py)
@@ -147,6 +147,8 @@ class Pointwise(nn.Module):
         nn.init.uniform_(self.weight, -((3.0 / in_channels) ** 0.5), (3.0 / in_channels) ** 0.5)
 
     def forward(self, x: Tensor, maps: AnyMaps, level: int, relu: bool = False) -> Tensor:
+        if isinstance(maps, TableMaps):  # fused kernels: matmul and bias in one call
+            return pair_conv(x, self.weight, maps.identity(level), self.bias, relu)
         y = x @ self.weight[0].to(x.dtype)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)

@@ -131,7 +131,7 @@ void parallel_rows(int64_t n, int threads, F fn, int64_t grain = 256) {
 // of a weight row (register blocking, as a GEMM micro-kernel does). Per output element the terms
 // add in offset order, then input-channel order, whatever the thread count.
 // Explicit vectors (GCC/Clang vector extensions, unaligned): narrow widths such as 8 or 24 channels
-// are not auto-vectorised well. W = 16 floats (one AVX-512 register) when COUT allows, else 8.
+// are not auto-vectorised well.
 template <int W>
 struct Vec {
   typedef float type __attribute__((vector_size(W * sizeof(float)), aligned(4)));
@@ -156,37 +156,45 @@ template <int COUT, int R>
 void conv_offsets(const float* __restrict x, int64_t cin, const float* __restrict w, int64_t K,
                   const int64_t* __restrict k_ptr, const int32_t* __restrict p_out, const int32_t* __restrict p_in,
                   float* __restrict out, int64_t r0, int64_t r1) {
-  constexpr int W = COUT % 16 == 0 ? 16 : 8;
-  constexpr int NV = COUT / W;
-  using V = typename Vec<W>::type;
   static_assert(COUT % 8 == 0, "COUT must be a multiple of 8");
+  // NA 16-float vectors (AVX-512 only), then NB 8-float ones: 24 channels = one of each
+  constexpr int NA = kRegs == 32 ? COUT / 16 : 0;
+  constexpr int NB = (COUT - 16 * NA) / 8;
+  constexpr int SA = NA > 0 ? NA : 1, SB = NB > 0 ? NB : 1;  // array sizes (no zero-length arrays)
+  using VA = typename Vec<16>::type;
+  using VB = typename Vec<8>::type;
   for (int64_t k = 0; k < K; ++k) {
     int64_t e0, e1;
     pair_range(k_ptr, p_out, k, r0, r1, e0, e1);
     const float* wk = w + k * cin * COUT;
-    int64_t e = e0;
-    for (; e < e1; e += R) {
+    for (int64_t e = e0; e < e1; e += R) {
       const int nr = static_cast<int>(std::min<int64_t>(R, e1 - e));
-      V acc[R][NV];
+      VA acc_a[R][SA];
+      VB acc_b[R][SB];
       const float* xs[R];
       for (int r = 0; r < R; ++r) {
         const int64_t q = e + (r < nr ? r : 0);  // a short block repeats its first pair, stored once
-        const V* o = reinterpret_cast<const V*>(out + static_cast<int64_t>(p_out[q]) * COUT);
-        for (int v = 0; v < NV; ++v) acc[r][v] = o[v];
+        const float* o = out + static_cast<int64_t>(p_out[q]) * COUT;
+        for (int v = 0; v < NA; ++v) acc_a[r][v] = reinterpret_cast<const VA*>(o)[v];
+        for (int v = 0; v < NB; ++v) acc_b[r][v] = reinterpret_cast<const VB*>(o + 16 * NA)[v];
         xs[r] = x + static_cast<int64_t>(p_in[q]) * cin;
       }
       for (int64_t c = 0; c < cin; ++c) {
-        const V* wc = reinterpret_cast<const V*>(wk + c * COUT);
-        V wv[NV];
-        for (int v = 0; v < NV; ++v) wv[v] = wc[v];
+        const float* wc = wk + c * COUT;
+        VA wa[SA];
+        VB wb[SB];
+        for (int v = 0; v < NA; ++v) wa[v] = reinterpret_cast<const VA*>(wc)[v];
+        for (int v = 0; v < NB; ++v) wb[v] = reinterpret_cast<const VB*>(wc + 16 * NA)[v];
         for (int r = 0; r < R; ++r) {
           const float s = xs[r][c];
-          for (int v = 0; v < NV; ++v) acc[r][v] += s * wv[v];
+          for (int v = 0; v < NA; ++v) acc_a[r][v] += s * wa[v];
+          for (int v = 0; v < NB; ++v) acc_b[r][v] += s * wb[v];
         }
       }
       for (int r = nr - 1; r >= 0; --r) {
-        V* o = reinterpret_cast<V*>(out + static_cast<int64_t>(p_out[e + r]) * COUT);
-        for (int v = 0; v < NV; ++v) o[v] = acc[r][v];
+        float* o = out + static_cast<int64_t>(p_out[e + r]) * COUT;
+        for (int v = 0; v < NA; ++v) reinterpret_cast<VA*>(o)[v] = acc_a[r][v];
+        for (int v = 0; v < NB; ++v) reinterpret_cast<VB*>(o + 16 * NA)[v] = acc_b[r][v];
       }
     }
   }
@@ -220,9 +228,7 @@ extern "C" {
 void c2s_pair_conv_f32(const float* x, int64_t cin, const float* w, int64_t K, int64_t cout, const int64_t* k_ptr,
                        const int32_t* p_out, const int32_t* p_in, int64_t n_out, const float* bias,
                        const float* residual, int relu, float* out, int threads) {
-  auto run = [&](int64_t a, int64_t b) {
-    for (int64_t o = a; o < b; ++o)
-      for (int64_t d = 0; d < cout; ++d) out[o * cout + d] = bias ? bias[d] : 0.0f;
+  auto conv_tile = [&](int64_t a, int64_t b) {
     switch (cout) {  // fixed widths: register accumulators, whole-vector inner loops
 #define C2S_CASE(C, R) \
   case C: conv_offsets<C, R>(x, cin, w, K, k_ptr, p_out, p_in, out, a, b); break;
@@ -231,13 +237,24 @@ void c2s_pair_conv_f32(const float* x, int64_t cin, const float* w, int64_t K, i
 #undef C2S_CASE
       default: conv_offsets_any(x, cin, w, K, cout, k_ptr, p_out, p_in, out, a, b);
     }
-    if (residual == nullptr && !relu) return;
-    for (int64_t o = a; o < b; ++o)
-      for (int64_t d = 0; d < cout; ++d) {
-        float v = out[o * cout + d];
-        if (residual) v += residual[o * cout + d];
-        out[o * cout + d] = relu && v < 0.0f ? 0.0f : v;
-      }
+  };
+  // Row tiles small enough that their output rows stay in L2 while every offset passes over them
+  // (offset by offset over a whole level streamed the output array through memory once per offset).
+  const int64_t tile = std::max<int64_t>(64, (64 << 10) / (4 * cout));
+  auto run = [&](int64_t a, int64_t b) {
+    for (int64_t t0 = a; t0 < b; t0 += tile) {
+      const int64_t t1 = std::min(b, t0 + tile);
+      for (int64_t o = t0; o < t1; ++o)
+        for (int64_t d = 0; d < cout; ++d) out[o * cout + d] = bias ? bias[d] : 0.0f;
+      conv_tile(t0, t1);
+      if (residual == nullptr && !relu) continue;
+      for (int64_t o = t0; o < t1; ++o)
+        for (int64_t d = 0; d < cout; ++d) {
+          float v = out[o * cout + d];
+          if (residual) v += residual[o * cout + d];
+          out[o * cout + d] = relu && v < 0.0f ? 0.0f : v;
+        }
+    }
   };
   parallel_rows(n_out, threads, run);
 }

@@ -217,6 +217,7 @@ class TableMaps:
     primary_kernel: int = 3
     _identity: Tensor | None = field(default=None, repr=False)
     _coords: list[Tensor] | None = field(default=None, repr=False)
+    _identities: dict[int, Pairs] = field(default_factory=dict, repr=False)
 
     @property
     def num_levels(self) -> int:
@@ -239,6 +240,14 @@ class TableMaps:
 
     def subm_map(self, level: int, kernel_size: int | None = None) -> SubmTable:
         return self.subm[level][self.primary_kernel if kernel_size is None else kernel_size]
+
+    def identity(self, level: int) -> Pairs:
+        """Each row of a level with itself: a 1x1x1 convolution as a pair convolution."""
+        if level not in self._identities:
+            n = self.keys[level].shape[0]
+            rows = torch.arange(n, dtype=torch.int32)
+            self._identities[level] = Pairs(torch.tensor([0, n], dtype=torch.int64), rows, rows, n)
+        return self._identities[level]
 
 
 def subm_pairs(keys: Tensor, kernel_size: int) -> Pairs:
