@@ -26,7 +26,7 @@ from clip2scene_ros.models import MinkUNet, ModelConfig, load_checkpoint  # noqa
 from clip2scene_ros.models.inputs import PreparedInputs, gather_points, prepare_inputs
 from clip2scene_ros.sparse import native
 
-from .cpu import CpuInfo, resolve_precision
+from .cpu import CoreBudget, CpuInfo, resolve_precision
 from .export import export_onnx, file_sha256, read_sidecar
 from .registry import BACKENDS, PRECISIONS
 
@@ -191,6 +191,7 @@ class TorchBackend(Backend):
             dtype == torch.float32 and str(device) == "cpu" and model.config.arch == "minkunet" and native.available()
         )
         self._text_t: tuple[np.ndarray, torch.Tensor] | None = None  # (the numpy vocabulary, its tensor)
+        self.core_budget = CoreBudget()
 
     def prepare(self, points: np.ndarray) -> PreparedInputs:
         return prepare_inputs(self.config, points, table_maps=self.fused)
@@ -200,8 +201,9 @@ class TorchBackend(Backend):
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         if not self.fused:
             return super().voxel_outputs(points, vocabulary_head)
-        # torch's intra-op threads go to the fused kernels' barrier-free sharing for the frame
-        with native.kernel_threads(torch.get_num_threads()):
+        # torch's intra-op threads go to the fused kernels' barrier-free sharing for the frame,
+        # as many as other processes leave cores idle
+        with native.kernel_threads(self.core_budget.threads(torch.get_num_threads())):
             return super().voxel_outputs(points, vocabulary_head)
 
     @torch.no_grad()

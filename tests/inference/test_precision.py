@@ -99,3 +99,16 @@ def test_default_student_bf16_agreement_decides_auto(real_data):
     assert auto == ("bf16" if min(agreement.values()) >= BF16_MIN_AGREEMENT else "fp32"), (auto, agreement)
     if BF16_AGREEMENT_KEY in extra:  # a recorded figure must be what the weights give
         assert abs(float(extra[BF16_AGREEMENT_KEY]) - min(agreement.values())) < 0.002
+
+
+def test_core_budget_uses_only_the_cores_other_processes_leave_idle(monkeypatch):
+    from clip2scene_ros.inference import cpu
+
+    budget = cpu.CoreBudget(cores=2, refresh_s=3600.0)  # own share stays 0 within the test
+    for load, want in ((0.1, 2), (0.4, 2), (0.6, 1), (1.0, 1), (5.0, 1)):
+        monkeypatch.setattr(cpu.os, "getloadavg", lambda load=load: (load, load, load))
+        assert budget.threads(2) == want, load
+        assert budget.threads(1) == 1 and budget.threads(0) == 1
+    budget._own = 0.9  # this process's own demand is not someone else's
+    monkeypatch.setattr(cpu.os, "getloadavg", lambda: (1.2, 1.2, 1.2))
+    assert budget.threads(2) == 2 and budget.threads(4) == 2
