@@ -152,7 +152,14 @@ constexpr int kRegs = 32;  // vector registers: how many accumulators a block of
 constexpr int kRegs = 16;
 #endif
 
-template <int COUT, int R>
+// Pairs per register block: R blocks of V accumulator vectors plus V weight vectors and one
+// broadcast must fit in the vector registers.
+constexpr int block_rows(int vectors) {
+  const int r = (kRegs - 1 - vectors) / vectors;
+  return r < 1 ? 1 : (r > 8 ? 8 : r);
+}
+
+template <int COUT, int R = block_rows((kRegs == 32 ? COUT / 16 : 0) + (COUT - (kRegs == 32 ? COUT / 16 : 0) * 16) / 8)>
 void conv_offsets(const float* __restrict x, int64_t cin, const float* __restrict w, int64_t K,
                   const int64_t* __restrict k_ptr, const int32_t* __restrict p_out, const int32_t* __restrict p_in,
                   float* __restrict out, int64_t r0, int64_t r1) {
@@ -230,10 +237,11 @@ void c2s_pair_conv_f32(const float* x, int64_t cin, const float* w, int64_t K, i
                        const float* residual, int relu, float* out, int threads) {
   auto conv_tile = [&](int64_t a, int64_t b) {
     switch (cout) {  // fixed widths: register accumulators, whole-vector inner loops
-#define C2S_CASE(C, R) \
-  case C: conv_offsets<C, R>(x, cin, w, K, k_ptr, p_out, p_in, out, a, b); break;
-      C2S_CASE(8, 8) C2S_CASE(16, 8) C2S_CASE(24, kRegs / 4) C2S_CASE(32, 4) C2S_CASE(48, 4) C2S_CASE(64, 4)
-      C2S_CASE(96, 2) C2S_CASE(128, 2) C2S_CASE(192, 1) C2S_CASE(256, 1)
+#define C2S_CASE(C) \
+  case C: conv_offsets<C>(x, cin, w, K, k_ptr, p_out, p_in, out, a, b); break;
+      C2S_CASE(8) C2S_CASE(16) C2S_CASE(24) C2S_CASE(32) C2S_CASE(40) C2S_CASE(48) C2S_CASE(56) C2S_CASE(64)
+      C2S_CASE(72) C2S_CASE(80) C2S_CASE(88) C2S_CASE(96) C2S_CASE(104) C2S_CASE(112) C2S_CASE(120)
+      C2S_CASE(128) C2S_CASE(144) C2S_CASE(160) C2S_CASE(192) C2S_CASE(224) C2S_CASE(256)
 #undef C2S_CASE
       default: conv_offsets_any(x, cin, w, K, cout, k_ptr, p_out, p_in, out, a, b);
     }
