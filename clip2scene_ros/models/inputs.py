@@ -30,10 +30,11 @@ import torch
 from torch import Tensor
 
 from clip2scene_ros.geometry.frames import ModelFrame
-from clip2scene_ros.sparse import KernelMaps, padded_input_names, padded_tensors, voxelize
+from clip2scene_ros.sparse import KernelMaps, Voxels, padded_input_names, padded_tensors, voxelize
 from clip2scene_ros.sparse.native import TableMaps, build_table_maps
 
-from .minkunet import MinkUNet, ModelConfig, feature_column
+from .ground import HEIGHT_ABOVE_GROUND, height_above_ground
+from .minkunet import DERIVED_FEATURES, MinkUNet, ModelConfig, feature_column
 from .spvcnn import POINT_INPUTS, PointVoxelMaps, point_tensors, prepare_spvcnn
 
 INPUT_FORMAT = "clip2scene_ros.input/1"
@@ -43,8 +44,25 @@ XYZ = ("x", "y", "z")
 
 
 def default_fields(config: ModelConfig) -> tuple[str, ...]:
-    """Cloud fields a model reads after x, y, z: its input features other than coordinates."""
-    return tuple(f for f in config.in_features if f not in XYZ)
+    """Cloud fields a model reads after x, y, z: its input features other than coordinates and
+    those derived from the voxels."""
+    return tuple(f for f in config.in_features if f not in XYZ and f not in DERIVED_FEATURES)
+
+
+def cloud_columns(config: ModelConfig) -> list[int]:
+    """Point-array columns the model's cloud-read features come from."""
+    return [feature_column(f) for f in config.in_features if f not in DERIVED_FEATURES]
+
+
+def voxel_features(config: ModelConfig, vox: Voxels) -> Tensor:
+    """The model's input features [N, C] of the voxels (in ``vox``'s row order)."""
+    cols = []
+    for name in config.in_features:
+        if name == HEIGHT_ABOVE_GROUND:
+            cols.append(height_above_ground(vox.feats[:, :3], vox.coords[:, 0]))
+        else:
+            cols.append(vox.feats[:, feature_column(name)])
+    return torch.stack(cols, 1)
 
 
 @dataclass(frozen=True)
@@ -117,6 +135,8 @@ class InputSpec:
         """The model's named features must sit in the columns these fields give them."""
         columns = (*XYZ, *self.fields)
         for name in config.in_features:
+            if name in DERIVED_FEATURES:
+                continue
             col = feature_column(name)
             if not name.startswith("feat") and (col >= len(columns) or columns[col] != name):
                 raise ValueError(
@@ -217,7 +237,7 @@ class PreparedInputs:
 
 def _as_points(p: np.ndarray | Tensor, cols: list[int], config: ModelConfig, i: int | None = None) -> Tensor:
     t = p.float() if isinstance(p, Tensor) else torch.as_tensor(np.asarray(p, dtype=np.float32))
-    need = max(cols) + 1
+    need = max(cols, default=2) + 1
     if t.ndim != 2 or t.shape[1] < need:
         which = "points" if i is None else f"cloud {i}"
         raise ValueError(
@@ -239,7 +259,7 @@ def prepare_inputs(
     neighbour tables for the fused fp32 CPU inference kernels (:mod:`clip2scene_ros.sparse.native`;
     MinkUNet on CPU only, no autograd, no export) instead of :class:`KernelMaps`.
     """
-    cols = [feature_column(f) for f in config.in_features]
+    cols = cloud_columns(config)
     if isinstance(points, (list, tuple)):
         if not points:
             raise ValueError("prepare_inputs() needs at least one cloud")
@@ -260,9 +280,9 @@ def prepare_inputs(
         return PreparedInputs(feats.contiguous(), pv_maps, rows, len(vox), sizes)
     if table_maps:  # rows stay in voxelize's (key-sorted) order
         maps = build_table_maps(vox.coords, MinkUNet.num_levels, config.kernel_sizes)
-        return PreparedInputs(vox.feats[:, cols].contiguous(), maps, vox.point_to_voxel, len(vox), sizes)
+        return PreparedInputs(voxel_features(config, vox).contiguous(), maps, vox.point_to_voxel, len(vox), sizes)
     maps = MinkUNet.build_maps_for(config, vox.coords)
-    feats = vox.feats.index_select(0, maps.input_order)[:, cols].contiguous()
+    feats = voxel_features(config, vox).index_select(0, maps.input_order).contiguous()
     p2v = vox.point_to_voxel
     rows = torch.where(p2v >= 0, maps.input_rank[p2v.clamp(min=0)], torch.full_like(p2v, -1))
     return PreparedInputs(feats, maps, rows, len(vox), sizes)

@@ -21,6 +21,8 @@ from clip2scene_ros.sparse.ops import AnyMaps, DownConv3d, SubmConv3d, UpConv3d
 
 ARCHS = ("minkunet", "spvcnn")  # spvcnn: the same U-Net plus a point branch (models/spvcnn.py)
 FEATURE_COLUMNS = {"x": 0, "y": 1, "z": 2, "intensity": 3}
+# computed from the voxels, not read from a cloud column (models/ground.py)
+DERIVED_FEATURES = ("height_above_ground",)
 
 
 def feature_column(name: str) -> int:
@@ -29,7 +31,11 @@ def feature_column(name: str) -> int:
         return FEATURE_COLUMNS[name]
     if name.startswith("feat") and name[4:].isdigit():
         return 3 + int(name[4:])
-    raise ValueError(f"unknown input feature {name!r}; use x, y, z, intensity or feat<i> (column 3+i)")
+    if name in DERIVED_FEATURES:
+        raise ValueError(f"{name!r} is computed from the voxels, it has no cloud column")
+    raise ValueError(
+        f"unknown input feature {name!r}; use x, y, z, intensity, feat<i> (column 3+i) or one of {DERIVED_FEATURES}"
+    )
 
 
 @dataclass
@@ -65,7 +71,8 @@ class ModelConfig:
         if self.stem_kernel % 2 == 0:
             raise ValueError(f"stem_kernel must be odd, got {self.stem_kernel}")
         for f in self.in_features:
-            feature_column(f)
+            if f not in DERIVED_FEATURES:
+                feature_column(f)
         self.layers = [int(v) for v in self.layers]
         self.heads = list(self.heads)
         self.in_features = list(self.in_features)
@@ -285,8 +292,6 @@ class MinkUNet(nn.Module):
         """The maps an exported graph reads, from its flat inputs (after ``feats``)."""
         return PaddedMaps.from_flat(tensors, self.num_levels)
 
-    def feature_columns(self) -> list[int]:
-        return [feature_column(f) for f in self.config.in_features]
 
     @torch.no_grad()
     def fold_bn(self) -> MinkUNet:

@@ -144,11 +144,10 @@ def prepare_spvcnn(
     config: ModelConfig, points: Tensor, vox: Voxels, voxel_size: float
 ) -> tuple[Tensor, PointVoxelMaps, Tensor]:
     """See :meth:`SPVCNN.prepare` (a function: runtimes prepare inputs from the config alone)."""
-    from .minkunet import feature_column
+    from .inputs import voxel_features
 
     maps = MinkUNet.build_maps_for(config, vox.coords)
-    cols = [feature_column(f) for f in config.in_features]
-    feats = vox.feats.index_select(0, maps.input_order)[:, cols]
+    feats = voxel_features(config, vox).index_select(0, maps.input_order)
     p2v = vox.point_to_voxel
     valid = (p2v >= 0).nonzero().squeeze(1)
     pts = points.index_select(0, valid)

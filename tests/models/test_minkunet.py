@@ -17,7 +17,7 @@ from clip2scene_ros.models import (  # noqa: E402
     load_config,
     save_checkpoint,
 )
-from clip2scene_ros.models.inputs import encode_points  # noqa: E402
+from clip2scene_ros.models.inputs import encode_points, voxel_features  # noqa: E402
 from clip2scene_ros.sparse import voxelize  # noqa: E402
 from clip2scene_ros.sparse.samples import crop, lidar_like_scene, load_real_frame  # noqa: E402
 
@@ -44,7 +44,7 @@ def _tiny(**kw) -> MinkUNet:
 def _compare(model: MinkUNet, points: torch.Tensor, voxel_size: float) -> None:
     v = voxelize(points, voxel_size)
     maps = model.build_maps(v.coords)
-    feats = v.feats.index_select(0, maps.input_order)[:, model.feature_columns()]
+    feats = voxel_features(model.config, v).index_select(0, maps.input_order)
     with torch.no_grad():
         ours = model(feats, maps)
         ref = spconv_minkunet(model, maps.coords[0], feats, v.batch_size)
