@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 
 from clip2scene_ros.geometry.frames import ModelFrame
-from clip2scene_ros.sparse import KernelMaps, Voxels, padded_input_names, padded_tensors, voxelize
-from clip2scene_ros.sparse.native import TableMaps, build_table_maps
+from clip2scene_ros.sparse import KernelMaps, Voxels, padded_input_names, padded_tensors, unpack_keys, voxelize
+from clip2scene_ros.sparse.native import TableMaps, build_table_maps, table_maps_from_keys, voxelize_keys
 
 from .ground import HEIGHT_ABOVE_GROUND, height_above_ground
 from .minkunet import DERIVED_FEATURES, MinkUNet, ModelConfig, feature_column
@@ -270,6 +270,10 @@ def prepare_inputs(
         clouds = [batch]
     sizes = tuple(len(c) for c in clouds)
     vs = config.voxel_size if voxel_size is None else voxel_size
+    if table_maps and config.arch == "minkunet" and isinstance(batch, Tensor) and not batch.requires_grad:
+        fast = _prepare_fused(config, batch, vs, sizes)
+        if fast is not None:
+            return fast
     vox = voxelize(batch, vs)
     if len(vox) == 0:
         rows = torch.full((sum(sizes),), -1, dtype=torch.long, device=clouds[0].device)
@@ -286,6 +290,20 @@ def prepare_inputs(
     p2v = vox.point_to_voxel
     rows = torch.where(p2v >= 0, maps.input_rank[p2v.clamp(min=0)], torch.full_like(p2v, -1))
     return PreparedInputs(feats, maps, rows, len(vox), sizes)
+
+
+def _prepare_fused(config: ModelConfig, points: Tensor, vs: float, sizes: tuple[int, ...]) -> PreparedInputs | None:
+    """One cloud through the fused kernels' voxelizer and maps (None: let voxelize() report a bad cloud)."""
+    res = voxelize_keys(points, vs)
+    if res is None:
+        return None
+    keys, feats, p2v = res
+    if len(keys) == 0:
+        return PreparedInputs(None, None, p2v, 0, sizes)
+    valid = p2v[p2v >= 0]
+    vox = Voxels(unpack_keys(keys), feats, p2v, int(len(p2v) - len(valid)), torch.bincount(valid), 1)
+    maps = table_maps_from_keys(keys, MinkUNet.num_levels, config.kernel_sizes)
+    return PreparedInputs(voxel_features(config, vox).contiguous(), maps, p2v, len(keys), sizes)
 
 
 def gather_points(

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <condition_variable>
 #include <cstring>
@@ -347,6 +348,61 @@ void c2s_down_pairs(const int64_t* keys, const int64_t* parent, int64_t n, int64
     fine[e] = static_cast<int32_t>(i);
     par[e] = static_cast<int32_t>(parent[i]);
   }
+}
+
+// One cloud [n, c] (x, y, z first) -> voxels with voxelize()'s semantics: points with a non-finite
+// column dropped (p2v = -1), keys of floor(xyz / vs) (batch 0) ascending, per-voxel means of every
+// column summed in point order. keys, feats and p2v hold n, n * c and n entries; returns the voxel
+// count, or -1 when a coordinate lies beyond +-limit (the caller reports it).
+int64_t c2s_voxelize(const float* pts, int64_t n, int64_t c, float vx, float vy, float vz, int64_t axis_bits,
+                     int64_t bias, int64_t limit, int64_t* keys, float* feats, int64_t* p2v) {
+  std::vector<int64_t> key(n), idx;
+  idx.reserve(n);
+  const float vs[3] = {vx, vy, vz};
+  for (int64_t i = 0; i < n; ++i) {
+    p2v[i] = -1;
+    const float* p = pts + i * c;
+    bool finite = true;
+    for (int64_t j = 0; j < c; ++j) finite &= std::isfinite(p[j]);
+    if (!finite) continue;
+    int64_t k = 0;
+    for (int a = 0; a < 3; ++a) {
+      const int64_t g = static_cast<int64_t>(std::floor(p[a] / vs[a]));
+      if (g < -limit || g > limit) return -1;
+      k |= (g + bias) << ((2 - a) * axis_bits);
+    }
+    key[i] = k;
+    idx.push_back(i);
+  }
+  // LSD radix sort of the kept points by key, 8 bits a pass (stable: equal keys keep point order);
+  // passes whose digit is the same for every key are skipped
+  std::vector<int64_t> tmp(idx.size());
+  for (int shift = 0; shift < 64; shift += 8) {
+    int64_t count[257] = {0};
+    for (int64_t i : idx) ++count[((key[i] >> shift) & 255) + 1];
+    if (std::any_of(count + 1, count + 257, [&](int64_t v) { return v == static_cast<int64_t>(idx.size()); }))
+      continue;
+    for (int d = 0; d < 256; ++d) count[d + 1] += count[d];
+    for (int64_t i : idx) tmp[count[(key[i] >> shift) & 255]++] = i;
+    idx.swap(tmp);
+  }
+  int64_t nv = -1, members = 0;
+  auto finish = [&]() {
+    for (int64_t j = 0; j < c; ++j) feats[nv * c + j] /= static_cast<float>(members);
+  };
+  for (int64_t i : idx) {
+    if (nv < 0 || key[i] != keys[nv]) {
+      if (nv >= 0) finish();
+      keys[++nv] = key[i];
+      members = 0;
+      for (int64_t j = 0; j < c; ++j) feats[nv * c + j] = 0.0f;
+    }
+    for (int64_t j = 0; j < c; ++j) feats[nv * c + j] += pts[i * c + j];
+    ++members;
+    p2v[i] = nv;
+  }
+  if (nv >= 0) finish();
+  return nv + 1;
 }
 
 }  // extern "C"

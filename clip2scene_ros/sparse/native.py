@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .voxelize import _BIAS, AXIS_BITS, check_coords, pack_keys, unpack_keys
+from .voxelize import _BIAS, AXIS_BITS, COORD_LIMIT, check_coords, pack_keys, unpack_keys
 
 LOG = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("native.cpp")
@@ -113,6 +113,9 @@ def load() -> ctypes.CDLL | None:
     lib.c2s_parent_keys.restype = None
     lib.c2s_down_pairs.argtypes = [p, p, i64, i64, p, p, p]
     lib.c2s_down_pairs.restype = None
+    f32 = ctypes.c_float
+    lib.c2s_voxelize.argtypes = [p, i64, i64, f32, f32, f32, i64, i64, i64, p, p, p]
+    lib.c2s_voxelize.restype = i64
     _lib = lib
     return lib
 
@@ -263,16 +266,38 @@ def subm_pairs(keys: Tensor, kernel_size: int) -> Pairs:
     return Pairs(k_ptr, p_out[:m], p_in[:m], n)
 
 
+def voxelize_keys(points: Tensor, voxel_size: float) -> tuple[Tensor, Tensor, Tensor] | None:
+    """One cloud [P, 3+F] (float32, CPU) -> ``(keys [N], feats [N, 3+F], point_to_voxel [P])`` as
+    :func:`.voxelize.voxelize` gives them (keys = its packed coordinates, batch 0; means summed in
+    point order; -1 for points with a NaN/Inf column), in one pass and a radix sort. None when a
+    coordinate is beyond the hashable range (:func:`.voxelize.voxelize` then raises the error)."""
+    lib = _lib_or_raise()
+    pts = points.detach().to(torch.float32).contiguous()
+    n, c = pts.shape
+    keys, feats = torch.empty(n, dtype=torch.int64), torch.empty((n, c), dtype=torch.float32)
+    p2v = torch.empty(n, dtype=torch.int64)
+    v = float(voxel_size)
+    nv = lib.c2s_voxelize(
+        pts.data_ptr(), n, c, v, v, v, AXIS_BITS, _BIAS, COORD_LIMIT, keys.data_ptr(), feats.data_ptr(), p2v.data_ptr()
+    )
+    return None if nv < 0 else (keys[:nv], feats[:nv], p2v)
+
+
 def build_table_maps(coords: Tensor, num_levels: int = 5, kernel_sizes: tuple[int, ...] = (3,)) -> TableMaps:
     """:class:`TableMaps` from voxel coordinates [N, 4] sorted by (batch, x, y, z) (:func:`voxelize`'s
     order; CPU). Same neighbours as :func:`.kmap.build_kernel_maps`, in natural row order."""
-    lib = _lib_or_raise()
     coords = torch.as_tensor(coords)
     check_coords(coords, "coordinates passed to build_table_maps")
     keys = pack_keys(coords).contiguous()
     if keys.numel() > 1 and not bool((keys[1:] > keys[:-1]).all()):
         raise ValueError("coordinates must be unique and sorted by (batch, x, y, z), as voxelize() returns them")
-    level_keys, down = [keys], []
+    return table_maps_from_keys(keys, num_levels, kernel_sizes)
+
+
+def table_maps_from_keys(keys: Tensor, num_levels: int = 5, kernel_sizes: tuple[int, ...] = (3,)) -> TableMaps:
+    """:class:`TableMaps` from unique ascending packed keys (:func:`voxelize_keys`)."""
+    lib = _lib_or_raise()
+    level_keys, down = [keys.contiguous()], []
     for _ in range(num_levels - 1):
         fine = level_keys[-1]
         nf = fine.shape[0]

@@ -175,3 +175,21 @@ def test_bad_inputs_are_refused():
         native.pair_conv(x.detach().double(), w.double(), tm.subm_map(0).pairs)
     empty = native.build_table_maps(torch.zeros((0, 4), dtype=torch.long), 2)
     assert native.pair_conv(torch.zeros(0, 4), w, empty.subm_map(0).pairs).shape == (0, 8)
+
+
+def test_voxelizer_equals_voxelize():
+    pts = torch.from_numpy(lidar_like_scene(8, beams=16, azimuth_steps=720)).float()
+    pts[::97, 1] = float("nan")  # dropped, as voxelize drops them
+    pts[::89, 3] = float("inf")
+    pts[:50, :3] -= 300.0  # negative coordinates floor downwards
+    ref = voxelize(pts, 0.1)
+    keys, feats, p2v = native.voxelize_keys(pts, 0.1)
+    assert torch.equal(keys, pack_keys(ref.coords)) and torch.equal(p2v, ref.point_to_voxel)
+    torch.testing.assert_close(feats, ref.feats, atol=1e-5, rtol=1e-6)
+    far = pts.clone()
+    far[1, 0] = 1e7  # beyond the hashable range: voxelize() reports it
+    assert native.voxelize_keys(far, 0.1) is None
+    with pytest.raises(ValueError, match="hashable range"):
+        prepare_inputs(ModelConfig(width=0.25), far, table_maps=True)
+    empty = prepare_inputs(ModelConfig(width=0.25), torch.full((5, 4), float("nan")), table_maps=True)
+    assert empty.num_voxels == 0 and bool((empty.rows == -1).all())
