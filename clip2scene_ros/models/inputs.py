@@ -59,7 +59,7 @@ def voxel_features(config: ModelConfig, vox: Voxels) -> Tensor:
     cols = []
     for name in config.in_features:
         if name == HEIGHT_ABOVE_GROUND:
-            cols.append(height_above_ground(vox.feats[:, :3], vox.coords[:, 0]))
+            cols.append(height_above_ground(vox.feats[:, :3], vox.coords[:, 0], vox.counts))
         else:
             cols.append(vox.feats[:, feature_column(name)])
     return torch.stack(cols, 1)

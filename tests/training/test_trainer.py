@@ -118,14 +118,19 @@ def test_pretrain_run_outputs(reference):
 
 def test_pretrain_init_warm_starts_from_a_student(reference, tmp_path):
     """``init``: a new run starts from a student's weights (a run at a negligible learning rate ends
-    with the student it started from), and a student of another architecture is refused by name."""
+    with the student it started from), and a student of another architecture is refused by name.
+    Checkpoints of a base_link run record that frame."""
     from clip2scene_training.pretrain import train
 
     from clip2scene_ros.models import load_checkpoint
 
     out, _ = reference
     warm = tmp_path / "warm"
-    train(load_config(PretrainConfig, _pretrain_cfg(warm, init=str(out / "student"), max_steps=1, optim={"lr": 1e-9})))
+    base_link = {**DATA, "options": {**DATA["options"], "frame": "base_link"}}
+    train(load_config(PretrainConfig, _pretrain_cfg(warm, init=str(out / "student"), max_steps=1, optim={"lr": 1e-9},
+                                                    data=base_link)))  # fmt: skip
+    for saved in (warm / "student", warm / "checkpoints" / "step_0000001"):  # both name their input frame
+        assert json.loads((saved / "model.json").read_text())["input"]["frame"]["name"] == "base_link"
     a, b = load_checkpoint(out / "student")[0].state_dict(), load_checkpoint(warm / "student")[0].state_dict()
     learned = [k for k in a if "running" not in k and "num_batches" not in k]  # BN statistics move anyway
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in learned)

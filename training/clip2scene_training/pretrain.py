@@ -114,7 +114,7 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
 
     # -- data and teacher ----------------------------------------------------------------------
     from clip2scene_ros.datasets import create_dataset
-    from clip2scene_ros.models import create_model
+    from clip2scene_ros.models import create_model, save_checkpoint
 
     teacher, vocab, text = build_teacher(cfg.teacher, device)
     cache = open_target_cache(cfg, teacher, text)
@@ -214,6 +214,7 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
         net=net if dist_info.enabled else None,
         epoch_of=sampler.epoch_of,
         samples_per_step=sampler.global_batch,
+        save_model=lambda d, m, extra: save_checkpoint(d, m, {**(extra or {}), **input_frame(cfg)}),
     )
     result = run_loop(stage, cfg, total_steps, dist_info, out_dir, resume, cfg.optim.grad_clip)
 
@@ -240,6 +241,14 @@ def train(cfg: PretrainConfig, resume: str = "auto") -> dict:
     return summary
 
 
+def input_frame(cfg) -> dict:
+    """``extra`` entry naming the frame the student reads clouds in, which the node and evaluation
+    convert to (none: the simulator's LIDAR_TOP)."""
+    if cfg.data.options.get("frame") == "base_link":
+        return {"frame": {"name": "base_link", "convention": "REP-103: x forward, y left, z up, ground at z = 0"}}
+    return {}
+
+
 def save_student(directory: Path, model, text: torch.Tensor, vocab, cfg, text_space: str | None = None) -> Path:
     """The student checkpoint (models.save_checkpoint) plus its vocabulary's text embeddings, so
     annotation-free evaluation and the online node need no teacher for that vocabulary."""
@@ -257,9 +266,7 @@ def save_student(directory: Path, model, text: torch.Tensor, vocab, cfg, text_sp
     }
     if text_space:  # the teacher's content fingerprint: the node refuses another text encoder
         extra["text_space"] = text_space
-    if cfg.data.options.get("frame") == "base_link":  # the input frame the node and evaluation convert to
-        extra["frame"] = {"name": "base_link", "convention": "REP-103: x forward, y left, z up, ground at z = 0"}
-    save_checkpoint(directory, model, extra)
+    save_checkpoint(directory, model, {**extra, **input_frame(cfg)})
     save_file({"text": text.contiguous()}, str(Path(directory) / "text_embeddings.safetensors"))
     return Path(directory)
 
