@@ -33,7 +33,9 @@ from .voxelize import _BIAS, AXIS_BITS, COORD_LIMIT, check_coords, pack_keys, un
 
 LOG = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("native.cpp")
-FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-std=c++17", "-shared", "-fPIC", "-pthread"]
+# CLIP2SCENE_NATIVE_MARCH builds for another CPU level (e.g. haswell = AVX2 only) to check that path
+MARCH = os.environ.get("CLIP2SCENE_NATIVE_MARCH", "native")
+FLAGS = [f"-march={MARCH}", "-O3", "-mprefer-vector-width=512", "-std=c++17", "-shared", "-fPIC", "-pthread"]
 _lib: ctypes.CDLL | None = None
 _failed: str | None = None
 

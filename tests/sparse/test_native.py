@@ -193,3 +193,33 @@ def test_voxelizer_equals_voxelize():
         prepare_inputs(ModelConfig(width=0.25), far, table_maps=True)
     empty = prepare_inputs(ModelConfig(width=0.25), torch.full((5, 4), float("nan")), table_maps=True)
     assert empty.num_voxels == 0 and bool((empty.rows == -1).all())
+
+
+def test_an_avx2_only_build_gives_the_same_results(tmp_path):
+    """The kernels compiled for an AVX2-only CPU (AMD EPYC class: 16 vector registers, 8 floats)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if "avx2" not in Path("/proc/cpuinfo").read_text():
+        pytest.skip("this CPU cannot run an AVX2 build")
+    code = (
+        "import torch\n"
+        "from clip2scene_ros.sparse import build_kernel_maps, native, subm_conv, voxelize\n"
+        "from clip2scene_ros.sparse.samples import lidar_like_scene\n"
+        "assert native.MARCH == 'haswell' and native.available(), native._failed\n"
+        "coords = voxelize(torch.from_numpy(lidar_like_scene(3, beams=16, azimuth_steps=360)), 0.1).coords\n"
+        "tm, km = native.build_table_maps(coords, 1), build_kernel_maps(coords, 1)\n"
+        "back = km.input_order\n"  # level row r = voxelize row back[r]
+        "for cin, cout in [(8, 8), (24, 24), (32, 64), (96, 64), (12, 40)]:\n"
+        "    x, w = torch.relu(torch.randn(len(coords), cin)), torch.randn(27, cin, cout)\n"
+        "    with torch.no_grad():\n"
+        "        ref = subm_conv(x[back], w, None, km.subm_map(0))\n"
+        "        got = native.pair_conv(x, w, tm.subm_map(0).pairs)[back]\n"
+        "    assert (got - ref).abs().max() < 1e-4, (cin, cout)\n"
+    )
+    env = dict(os.environ, CLIP2SCENE_NATIVE_MARCH="haswell", CLIP2SCENE_CACHE_DIR=str(tmp_path))
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert list(tmp_path.glob("native/*.so")), "the AVX2 build was not written to the cache"
