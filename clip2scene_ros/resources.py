@@ -51,7 +51,9 @@ def configure_ros_environment() -> None:
     """Set process-wide defaults every clip2scene command relies on, before rclpy starts.
 
     - Fast DDS uses the shipped 64 MB shared-memory profile (large clouds and images otherwise get
-      dropped or delayed), unless the user already chose a profile.
+      dropped or delayed), unless the user already chose a profile. Its readers and writers free
+      each sample's buffer once released: rmw_fastrtps applies that memory policy only with
+      ``RMW_FASTRTPS_USE_QOS_FROM_XML=1``, set along with the profile.
     - ``AMENT_PREFIX_PATH`` includes this interpreter's prefix, where pip-installed ROS wheels and
       our package register in the ament index (nothing sets it in a plain venv).
     """
@@ -62,6 +64,7 @@ def configure_ros_environment() -> None:
             profile = None
         if profile is not None and profile.is_file():
             os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+            os.environ.setdefault("RMW_FASTRTPS_USE_QOS_FROM_XML", "1")
     os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join(_ament_prefixes())
 
 

@@ -1,9 +1,13 @@
-"""The bounded vector store behind the text-embedding caches: it stays within its capacity and
-reuses its preallocated rows, so endless new query phrases never allocate per entry."""
+"""Bounded memory of long-running processes: the vector store behind the text-embedding caches stays
+within its capacity and reuses its preallocated rows (endless new query phrases never allocate per
+entry), and DDS endpoints release oversized samples instead of keeping buffers at their size."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,3 +65,56 @@ def test_vector_lru_under_concurrent_writers():
     for t in threads:
         t.join()
     assert len(store) == 16 and sorted(len(f) for f in store._free.values()) == [0]
+
+
+DDS_RETAINED = """
+import ctypes, gc, time
+import numpy as np
+import rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import Header
+from clip2scene_ros.nodes.conversions import xyz_cloud
+from clip2scene_ros.resources import fix_malloc_thresholds, trim_heap
+
+FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in FIELDS.split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+def in_use():
+    gc.collect()
+    trim_heap()
+    m = libc.mallinfo2()
+    return (m.uordblks + m.hblkhd) / 2**20
+
+fix_malloc_thresholds()
+rclpy.init()
+node = rclpy.create_node("retained")
+pub = node.create_publisher(PointCloud2, "cloud", QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+rng = np.random.default_rng(0)
+def publish(n):
+    for _ in range(5):
+        pub.publish(xyz_cloud(Header(frame_id="x"), rng.normal(0, 10, (n, 4)).astype(np.float32)))
+    time.sleep(0.2)
+publish(35_000)
+before = in_use()
+publish(350_000)  # one oversized cloud: 5.6 MB samples
+publish(35_000)
+print(in_use() - before)
+"""
+
+
+def test_dds_endpoints_release_oversized_samples(ros_env):
+    # Fast DDS keeps sample buffers grown to the largest sample ever published unless the shipped
+    # profile's DYNAMIC history memory applies (RMW_FASTRTPS_USE_QOS_FROM_XML, set with the profile).
+    def retained_mb(env: dict[str, str]) -> float:
+        out = subprocess.run([sys.executable, "-c", DDS_RETAINED], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return float(out.stdout.split()[-1])
+
+    assert Path(ros_env["FASTDDS_DEFAULT_PROFILES_FILE"]).name == "fastdds_shm_64mb.xml"
+    assert ros_env["RMW_FASTRTPS_USE_QOS_FROM_XML"] == "1"
+    assert retained_mb(ros_env) < 2.0
+    rmw_default = {k: v for k, v in ros_env.items() if k != "RMW_FASTRTPS_USE_QOS_FROM_XML"}
+    assert retained_mb(rmw_default) > 4.0, "without the profile's memory policy the big buffers stay"
