@@ -192,6 +192,7 @@ class TorchBackend(Backend):
         )
         self._text_t: tuple[np.ndarray, torch.Tensor] | None = None  # (the numpy vocabulary, its tensor)
         self.core_budget = CoreBudget()
+        self._folded: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def prepare(self, points: np.ndarray) -> PreparedInputs:
         return prepare_inputs(self.config, points, table_maps=self.fused)
@@ -213,12 +214,18 @@ class TorchBackend(Backend):
         # the eager path uses the exact (unpadded) maps: cost follows the real neighbour count
         feats = prepared.feats.to(self.device, self.dtype)
         maps = prepared.maps if str(self.device) == "cpu" else prepared.maps.to(self.device)
-        # with a vocabulary head only the head it reads runs (the others are not returned)
-        if vocabulary_head is not None and self.fused:  # fused = MinkUNet
-            out = self.model(feats, maps, [vocabulary_head.head])
-        else:
-            out = self.model(feats, maps)
-        out = {h: v.float() for h, v in out.items()}
+        if vocabulary_head is not None and self.fused:  # fused = fp32 MinkUNet on CPU
+            # the vocabulary folded into the head: one matmul gives the head's features and the
+            # class logits (only that head runs; the others are not returned)
+            w, b = self._folded_head(vocabulary_head)
+            y = torch.addmm(b, self.model.trunk(feats, maps), w)
+            d = self.embed_dim
+            head = y[:, :d]
+            cos, best = y[:, d:].max(dim=1)
+            inv_norm = torch.linalg.vector_norm(head, dim=1).clamp_min_(1e-12).reciprocal_()
+            out = {vocabulary_head.head: head, CLASS_INDEX: best, CLASS_COSINE: cos.mul_(inv_norm), INV_NORM: inv_norm}
+            return {k: v.numpy() for k, v in out.items()}
+        out = {h: v.float() for h, v in self.model(feats, maps).items()}
         result = {}
         if vocabulary_head is not None:
             result = classify_torch(out[vocabulary_head.head], self._text_tensor(vocabulary_head.text_t))
@@ -229,6 +236,18 @@ class TorchBackend(Backend):
         if self._text_t is None or self._text_t[0] is not text_t:
             self._text_t = (text_t, torch.from_numpy(np.ascontiguousarray(text_t, np.float32)).to(self.device))
         return self._text_t[1]
+
+    def _folded_head(self, vocabulary_head: VocabularyHead) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[W^T | W^T T]`` [C_last, D + classes] and ``[b | b T]`` of the head and the vocabulary T
+        (built once per vocabulary): the features and the logits of one matmul."""
+        key = (vocabulary_head.head, vocabulary_head.text_t)
+        if self._folded is None or self._folded[0][0] != key[0] or self._folded[0][1] is not key[1]:
+            lin = self.model.heads[vocabulary_head.head]
+            t = self._text_tensor(vocabulary_head.text_t)
+            w = lin.weight.detach().T
+            b = lin.bias.detach() if lin.bias is not None else w.new_zeros(w.shape[1])
+            self._folded = (key, (torch.cat([w, w @ t], 1).contiguous(), torch.cat([b, b @ t])))
+        return self._folded[1]
 
 
 def ensure_onnx(checkpoint_dir: str | Path, onnx_path: str | Path | None = None) -> Path:

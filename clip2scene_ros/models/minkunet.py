@@ -227,13 +227,17 @@ class MinkUNet(nn.Module):
     def forward(self, feats: Tensor, maps: AnyMaps, heads: list[str] | None = None) -> dict[str, Tensor]:
         """Voxel features [N_0, C_in] in level-0 row order -> ``{head: [N_0, embed_dim]}`` (all
         heads, or only ``heads``)."""
+        return self.run_heads(self.trunk(feats, maps), heads)
+
+    def trunk(self, feats: Tensor, maps: AnyMaps) -> Tensor:
+        """Everything before the heads: the last decoder stage's voxel features [N_0, C_last]."""
         self.check_input(feats, maps)
         x = self.run_stem(feats, maps)
         skips = [x]
         x = self.run_encoder(x, maps, skips)
         for i in range(4):
             x = self.run_decoder_stage(i, x, skips, maps)
-        return self.run_heads(x, heads)
+        return x
 
     def check_input(self, feats: Tensor, maps: AnyMaps) -> None:
         if feats.ndim != 2 or feats.shape[1] != len(self.config.in_features):
