@@ -55,28 +55,30 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-def _library_path(compiler: str) -> Path:
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
+def _library_path() -> Path:
+    # keyed by what the code depends on (plain C ABI: not the compiler), so a library built at
+    # set-up also serves an image that has no compiler
     h = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), version.encode(), _cpu_flags().encode()):
+    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), _cpu_flags().encode()):
         h.update(part)
     return cache_dir() / f"c2s_sparse_{h.hexdigest()[:16]}.so"
 
 
 def build(compiler: str | None = None) -> Path:
     """Compile the kernels for this machine (no-op when the cached library exists); its path."""
-    compiler = compiler or os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if compiler is None:
-        raise RuntimeError("no C++ compiler (g++) found")
-    path = _library_path(compiler)
+    path = _library_path()
     if path.is_file():
         return path
+    fallback = Path(tempfile.gettempdir()) / f"clip2scene-native-{os.getuid()}" / path.name
+    if fallback.is_file():
+        return fallback
+    compiler = compiler or os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        raise RuntimeError("no C++ compiler (g++) found and no library built for this machine")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError:  # read-only home (a robot's image): a per-user temporary folder
-        path = Path(tempfile.gettempdir()) / f"clip2scene-native-{os.getuid()}" / path.name
-        if path.is_file():
-            return path
+        path = fallback
         path.parent.mkdir(parents=True, exist_ok=True)
     # compile beside the target and rename: concurrent builders (test workers) never see half a file
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)

@@ -223,3 +223,10 @@ def test_an_avx2_only_build_gives_the_same_results(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert list(tmp_path.glob("native/*.so")), "the AVX2 build was not written to the cache"
+
+
+def test_a_built_library_serves_a_machine_without_a_compiler(monkeypatch):
+    built = native.build()
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(native.shutil, "which", lambda name: None)
+    assert native.build() == built  # keyed by source, flags and CPU, not by the compiler
