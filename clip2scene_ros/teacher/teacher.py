@@ -16,6 +16,10 @@ from .loading import LoadedClip, load_open_clip
 from .text_cache import TextEmbeddingCache, text_key
 from .vocabulary import Vocabulary, load_templates, load_vocabulary
 
+# open_clip's SimpleTokenizer memoises the BPE of every distinct word it sees, with no bound: a peer
+# sending new query words would grow it for the life of a node. Past this many words it starts over.
+TOKENIZER_CACHE_ENTRIES = 20_000
+
 
 @dataclass(frozen=True)
 class TeacherConfig:
@@ -191,6 +195,7 @@ class Teacher:
         with torch.set_grad_enabled(grad):
             for start in range(0, len(prompts), self.config.text_batch_size):
                 tokens = self.clip.tokenizer(list(prompts[start : start + self.config.text_batch_size]))
+                bound_tokenizer_cache(self.clip.tokenizer)
                 embs.append(F.normalize(self.model.encode_text(tokens.to(self.device)).float(), dim=-1))
         return torch.cat(embs)
 
@@ -300,3 +305,15 @@ def create_teacher(
     stored = {k: v for k, v in clip.teacher_cfg.items() if k in {f.name for f in fields(TeacherConfig)}}
     stored.update(options)
     return Teacher(clip, TeacherConfig.from_dict(stored), device, text_cache)
+
+
+def bound_tokenizer_cache(tokenizer: Any, max_entries: int | None = None) -> None:
+    """Start a tokenizer's word cache over once it holds more than ``max_entries`` words.
+
+    The special tokens stay: they are the entries that map to themselves (a word's BPE ends in
+    ``</w>``), and the tokenizer relies on finding them there.
+    """
+    cache = getattr(tokenizer, "cache", None)
+    limit = TOKENIZER_CACHE_ENTRIES if max_entries is None else max_entries
+    if isinstance(cache, dict) and len(cache) > limit:
+        tokenizer.cache = {k: v for k, v in cache.items() if k == v}

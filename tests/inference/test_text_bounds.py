@@ -92,3 +92,24 @@ def test_encoder_time_budget_refuses_when_encodings_are_slow():
         lim.acquire()
     now[0] += 7.0  # 0.25 s of encoding per second of wall time comes back
     lim.acquire()
+
+
+def test_tokenizer_word_cache_is_bounded_and_keeps_its_special_tokens(monkeypatch):
+    from clip2scene_ros.teacher import teacher as teacher_module
+
+    torch.manual_seed(0)
+    teacher = create_teacher("c2s-test-vit", random_init=True)
+    tok = teacher.clip.tokenizer
+    if not isinstance(getattr(tok, "cache", None), dict):
+        pytest.skip(f"{type(tok).__name__} keeps no word cache")
+    special = {k for k, v in tok.cache.items() if k == v}
+    assert special, "open_clip's tokenizer seeds its cache with the special tokens"
+    reference = teacher.encode_prompts(["a photo of a parked car"])
+    monkeypatch.setattr(teacher_module, "TOKENIZER_CACHE_ENTRIES", 30)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    for i in range(40):  # 120 new words (letters only: digits are tokenized one by one)
+        words = [letters[(3 * i + j) % 26] + letters[(3 * i + j) // 26] + "zq" for j in range(3)]
+        teacher.encode_prompts([" ".join(words)])
+        assert len(tok.cache) <= 30
+    assert special <= set(tok.cache)
+    torch.testing.assert_close(teacher.encode_prompts(["a photo of a parked car"]), reference)
