@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,6 @@ from clip2scene_ros.models.inputs import (
 )
 from clip2scene_ros.sparse.samples import lidar_like_scene
 
-STUDENT = Path(__file__).resolve().parents[2] / "clip2scene_ros" / "assets" / "student"
-
 
 def _cloud(n: int = 50, fields=("x", "y", "z", "intensity", "ring")) -> np.ndarray:
     arr = np.zeros(n, dtype=[(f, "<f4") for f in fields])
@@ -32,13 +29,15 @@ def _cloud(n: int = 50, fields=("x", "y", "z", "intensity", "ring")) -> np.ndarr
     return arr
 
 
-def test_checkpoints_without_an_input_section_read_clouds_as_before():
-    """The shipped student predates the contract: intensity 0..255 scaled by 1/255, LIDAR_TOP frame."""
-    meta = json.loads((STUDENT / "model.json").read_text())
-    assert "input" not in meta
-    spec = InputSpec.from_checkpoint(STUDENT)
+def test_checkpoints_without_an_input_section_read_clouds_as_before(tmp_path):
+    """Checkpoints written before the contract: intensity 0..255 scaled by 1/255, LIDAR_TOP frame."""
+    save_checkpoint(tmp_path, create_model("minkunet18_tiny", embed_dim=8, voxel_size=0.1))
+    meta = json.loads((tmp_path / "model.json").read_text())
+    del meta["input"]
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    spec = InputSpec.from_checkpoint(tmp_path)
     assert spec.fields == ("intensity",) and spec.intensity_scale == DEFAULT_INTENSITY_SCALE
-    assert spec.voxel_size == meta["config"]["voxel_size"] and spec.frame == ModelFrame.lidar_top()
+    assert spec.voxel_size == 0.1 and spec.frame == ModelFrame.lidar_top()
 
 
 def test_checkpoints_record_the_contract(tmp_path):
