@@ -92,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     cfg = SimConfig.default()
     for frame in generate_sequence(cfg, seed, args.frames, cameras=False):
-        pts = frame.points.astype(np.float32).copy()
-        pts[:, 3] *= scale
-        result = seg.segment(pts)
+        pts = frame.points[:, : 3 + len(seg.feature_fields)].astype(np.float32)
+        pts[:, 3:] *= scale  # the checkpoint's input contract (no column when it reads no intensity)
+        base_from_sensor = frame.lidar_to_ego if seg.input.frame.name == "base_link" else None
+        result = seg.segment(pts, base_from_sensor=base_from_sensor)
         gt = frame.labels.astype(np.int64)
         known = gt > 0
         for ci, cid in enumerate(vocab.ids):

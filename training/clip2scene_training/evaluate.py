@@ -128,7 +128,12 @@ def evaluate(cfg: EvaluateConfig) -> dict:
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    dataset = create_dataset(cfg.data.kind, cfg.data.pairing, **cfg.data.options)
+    from clip2scene_ros.models.inputs import InputSpec
+
+    options = dict(cfg.data.options)
+    if InputSpec.from_checkpoint(cfg.checkpoint).frame.name == "base_link":  # samples in the student's frame
+        options.setdefault("frame", "base_link")
+    dataset = create_dataset(cfg.data.kind, cfg.data.pairing, **options)
     student = load_student(cfg.checkpoint, cfg.vocabulary, cfg.teacher, cfg.voxel_size)
     names = list(dataset.class_names)
     if cfg.class_map:
