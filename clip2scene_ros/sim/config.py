@@ -60,6 +60,11 @@ class LidarConfig:
     randomize: list[str] = field(default_factory=list)
     mount_height_jitter_m: float = 0.0
     mount_pitch_jitter_deg: float = 0.0
+    # Factory calibration residuals, drawn once per drive and beam (standard deviations): each
+    # beam fires a little off its nominal elevation and reads a little long or short, while the
+    # points are reported at the nominal angles. Real ground shows these as rings a few cm off.
+    beam_elevation_error_deg: float = 0.0
+    beam_range_bias_m: float = 0.0
 
     def elevations_deg(self) -> np.ndarray:
         """Beam elevations in degrees, lowest first."""
@@ -86,6 +91,8 @@ class LidarConfig:
             raise SimConfigError(f"lidar.intensity={self.intensity!r}: use reflectance or none")
         if self.mount_height_jitter_m < 0 or self.mount_pitch_jitter_deg < 0:
             raise SimConfigError("lidar: mount jitters must be >= 0")
+        if self.beam_elevation_error_deg < 0 or self.beam_range_bias_m < 0:
+            raise SimConfigError("lidar: beam_elevation_error_deg and beam_range_bias_m are standard deviations, >= 0")
         if self.beams < 1 or self.beams > 256:
             raise SimConfigError(f"lidar.beams={self.beams}: use 1..256 (32 or 64 for nuScenes/KITTI-like)")
         lo, hi = self.vertical_fov_deg
@@ -175,13 +182,28 @@ class SceneConfig:
     # Side streets crossing the main road at right angles, per 100 m (X and T junctions with corner
     # sidewalks and buildings along them); 0 keeps the street without junctions.
     cross_streets: float = 0.0
+    # Surface relief seen by the LiDAR (cameras keep the flat surfaces), amplitude in metres drawn
+    # uniformly from (low, high) per drive: terrain gets tussocks and hummocks (a smooth field
+    # fixed in the world plus grass tips), paved surfaces (road, sidewalk) a zero-mean wear field.
+    # (0, 0) keeps the surfaces flat.
+    terrain_roughness_m: tuple[float, float] = (0.0, 0.0)
+    paved_roughness_m: tuple[float, float] = (0.0, 0.0)
+    curb_height_m: tuple[float, float] = (0.15, 0.15)  # sidewalk top over the road, drawn per drive
 
     def validate(self) -> None:
         if self.duration_s <= 0:
             raise SimConfigError("scene.duration_s must be > 0")
         if not 1 <= self.lanes_per_direction <= 4:
             raise SimConfigError("scene.lanes_per_direction must be 1..4")
-        for name in ("sidewalk_width_m", "terrain_width_m", "ego_speed_mps"):
+        ranges = (
+            "sidewalk_width_m",
+            "terrain_width_m",
+            "ego_speed_mps",
+            "terrain_roughness_m",
+            "paved_roughness_m",
+            "curb_height_m",
+        )
+        for name in ranges:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise SimConfigError(f"scene.{name}={getattr(self, name)}: need 0 <= low <= high")

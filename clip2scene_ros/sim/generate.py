@@ -78,7 +78,7 @@ def generate_sequence(
                 "(e.g. --set scene.duration_s=60)"
             )
         world = canonical_world(config, seed)
-    renderer = Renderer(config, lidar_for_seed(config, seed))
+    renderer = Renderer(config, lidar_for_seed(config, seed), seed)
     t0 = sequence_start_ns(seed)
     for i in range(start_frame, start_frame + num_frames):
         t = i * dt

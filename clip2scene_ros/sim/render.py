@@ -23,6 +23,7 @@ import numpy as np
 from clip2scene_ros.geometry.transforms import invert_transform, rot_y, rot_z, translation
 from clip2scene_ros.sim import meshes as M
 from clip2scene_ros.sim import raster
+from clip2scene_ros.sim import taxonomy as C
 from clip2scene_ros.sim.config import CameraSpec, LidarConfig, SimConfig
 from clip2scene_ros.sim.world import World
 
@@ -53,19 +54,34 @@ class LidarModel:
 
     row_keep: np.ndarray | None = None  # float32 [N] keep probability per ray (None: keep all)
     intensity: bool = True
+    # calibration residuals: rays are cast along ``directions`` but reported along these nominal
+    # ones, with a per-beam range bias (None: a perfectly calibrated sensor)
+    reported_directions: np.ndarray | None = None
+    range_bias: np.ndarray | None = None  # float32 [N]
 
     @staticmethod
-    def from_config(cfg: SimConfig, lidar: LidarConfig | None = None) -> LidarModel:
-        """Rays of ``lidar`` (default ``cfg.lidar``): azimuth-major, ring 0 = the lowest beam."""
+    def from_config(cfg: SimConfig, lidar: LidarConfig | None = None, seed: int = 0) -> LidarModel:
+        """Rays of ``lidar`` (default ``cfg.lidar``): azimuth-major, ring 0 = the lowest beam. ``seed``
+        draws the drive's calibration residuals (when the config asks for any)."""
         from clip2scene_ros.sim.sensors import row_keep_probability
 
         lc = cfg.lidar if lidar is None else lidar
         el_deg = lc.elevations_deg()
         beams = len(el_deg)
-        el = np.radians(el_deg)
         az = np.arange(lc.points_per_ring) * (2 * np.pi / lc.points_per_ring)
-        azg, elg = np.meshgrid(az, el, indexing="ij")  # [ppr, beams]: one column of beams per azimuth
-        d = np.stack([np.cos(elg) * np.cos(azg), np.cos(elg) * np.sin(azg), np.sin(elg)], -1).reshape(-1, 3)
+
+        def rays(elevations_deg: np.ndarray) -> np.ndarray:
+            azg, elg = np.meshgrid(az, np.radians(elevations_deg), indexing="ij")  # [ppr, beams]
+            d = np.stack([np.cos(elg) * np.cos(azg), np.cos(elg) * np.sin(azg), np.sin(elg)], -1)
+            return d.reshape(-1, 3).astype(np.float32)
+
+        d = rays(el_deg)
+        reported = bias = None
+        if lc.beam_elevation_error_deg > 0 or lc.beam_range_bias_m > 0:
+            crng = np.random.default_rng([int(seed), 0xCA1B])
+            true_el = el_deg + crng.normal(0.0, 1.0, beams) * lc.beam_elevation_error_deg
+            bias = np.tile(crng.normal(0.0, 1.0, beams) * lc.beam_range_bias_m, lc.points_per_ring).astype(np.float32)
+            reported, d = d, rays(true_el)
         rings = np.tile(np.arange(beams, dtype=np.uint8), lc.points_per_ring)
         l2e = translation(*lc.translation) @ rot_z(math.radians(lc.yaw_deg))
         if lc.pitch_deg:  # about the car's lateral axis, nose down for positive pitch
@@ -74,8 +90,8 @@ class LidarModel:
         if tuple(lc.row_keep) != (1.0, 1.0, 1.0):
             keep = np.tile(row_keep_probability(beams, tuple(lc.row_keep)), lc.points_per_ring)
         return LidarModel(
-            l2e, d.astype(np.float32), rings, lc.min_range_m, lc.max_range_m, lc.range_noise_std_m, lc.dropout,
-            keep, lc.intensity != "none",
+            l2e, d, rings, lc.min_range_m, lc.max_range_m, lc.range_noise_std_m, lc.dropout,
+            keep, lc.intensity != "none", reported, bias,
         )  # fmt: skip
 
 
@@ -131,6 +147,64 @@ def _noise(p: np.ndarray, freq: np.ndarray | float) -> np.ndarray:
     return ((h >> 9) & 0xFFFF).astype(np.float32) * np.float32(1.0 / 65536.0)
 
 
+def smooth_noise(xy: np.ndarray, wavelength: float, seed: int) -> np.ndarray:
+    """Value noise in [-1, 1] over the plane, smooth at ``wavelength`` (metres): a hash of the
+    lattice corners, blended with smoothstep weights. A function of position only, so every sweep
+    of a drive sees the same relief."""
+    g = xy.astype(np.float64) / wavelength
+    cell = np.floor(g).astype(np.int64)
+    f = g - cell
+    f = f * f * (3.0 - 2.0 * f)
+
+    def corner(dx: int, dy: int) -> np.ndarray:
+        h = (cell[:, 0] + dx) * np.int64(73856093) ^ (cell[:, 1] + dy) * np.int64(19349663) ^ np.int64(seed * 83492791)
+        h = (h ^ (h >> 13)) * np.int64(1274126177)
+        return ((h >> 11) & 0xFFFF).astype(np.float64) * (2.0 / 65535.0) - 1.0
+
+    top = corner(0, 0) * (1 - f[:, 0]) + corner(1, 0) * f[:, 0]
+    bottom = corner(0, 1) * (1 - f[:, 0]) + corner(1, 1) * f[:, 0]
+    return (top * (1 - f[:, 1]) + bottom * f[:, 1]).astype(np.float32)
+
+
+@dataclass
+class SurfaceRelief:
+    """Height offsets the LiDAR sees on flat ground (``scene.*_roughness_m``), for one drive."""
+
+    terrain_m: float = 0.0
+    paved_m: float = 0.0
+    seed: int = 0
+
+    @staticmethod
+    def for_drive(config: SimConfig, seed: int) -> SurfaceRelief:
+        sc = config.scene
+        if max(sc.terrain_roughness_m) <= 0 and max(sc.paved_roughness_m) <= 0:
+            return SurfaceRelief()
+        rng = np.random.default_rng([int(seed), 0x5EF])
+        return SurfaceRelief(float(rng.uniform(*sc.terrain_roughness_m)), float(rng.uniform(*sc.paved_roughness_m)),
+                             int(rng.integers(1 << 20)))  # fmt: skip
+
+    def __bool__(self) -> bool:
+        return self.terrain_m > 0 or self.paved_m > 0
+
+    def offsets(self, xy: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Vertical offset (m) of each hit at road-frame ``xy`` on a surface of class ``labels``."""
+        dz = np.zeros(len(xy), np.float32)
+        terrain = labels == C.TERRAIN
+        if self.terrain_m > 0 and terrain.any():
+            p = xy[terrain]
+            # hummocks (metres wide) and tussocks (decimetres), all at or above the soil, plus grass
+            # tips a ray catches here and there (fresh per sweep, as real returns from grass are)
+            field = 0.6 * smooth_noise(p, 1.7, self.seed) + 0.4 * smooth_noise(p, 0.35, self.seed + 1)
+            tips = rng.random(len(p), dtype=np.float32) < 0.2
+            dz[terrain] = self.terrain_m * (0.5 + 0.5 * field + tips * rng.random(len(p), dtype=np.float32))
+        paved = (labels == C.ROAD) | (labels == C.SIDEWALK)
+        if self.paved_m > 0 and paved.any():
+            p = xy[paved]
+            wear = 0.5 * smooth_noise(p, 2.5, self.seed + 2) + 0.5 * smooth_noise(p, 0.4, self.seed + 3)
+            dz[paved] = self.paved_m * wear
+        return dz
+
+
 def _frac(x: np.ndarray) -> np.ndarray:
     return x - np.floor(x)
 
@@ -180,9 +254,11 @@ class Renderer:
     are converted at the boundary.
     """
 
-    def __init__(self, config: SimConfig, lidar: LidarConfig | None = None) -> None:
+    def __init__(self, config: SimConfig, lidar: LidarConfig | None = None, seed: int = 0) -> None:
+        """``seed``: the drive's, for its per-drive draws (calibration residuals, surface relief)."""
         self.config = config
-        self.lidar = LidarModel.from_config(config, lidar)
+        self.lidar = LidarModel.from_config(config, lidar, seed)
+        self.relief = SurfaceRelief.for_drive(config, seed)
         cc = config.cameras
         self.cameras = [CameraModel.from_spec(s, cc.width, cc.height) for s in cc.specs()]
         self.threads = int(config.threads)
@@ -271,14 +347,20 @@ class Renderer:
         keep = u >= p_drop
         if lm.row_keep is not None:  # structured ray drop (own draw: the default stream is unchanged)
             keep &= rng.random(len(idx), dtype=np.float32) < lm.row_keep[idx]
+        if lm.range_bias is not None:
+            noise += lm.range_bias[idx]
         r_noisy = np.maximum(r + noise, 0.0)[keep]
         sel = idx[keep]
-        xyz = lm.directions[sel] * r_noisy[:, None]
+        xyz = (lm.directions if lm.reported_directions is None else lm.reported_directions)[sel] * r_noisy[:, None]
+        labels = mt.label[tri[keep]]
+        if self.relief:  # raise the hit along the road's up axis, expressed in the LiDAR frame
+            hit_xy = origin[:2] + dirs[sel, :2] * r[keep, None]
+            xyz += self.relief.offsets(hit_xy, labels, rng)[:, None] * l2r[2, :3].astype(np.float32)
         inten = refl[keep] * (0.3 + 0.7 * cos_inc[keep]) * 255.0 * (1.0 + 0.05 * inten_noise[keep])
         pts = np.empty((len(sel), 4), np.float32)
         pts[:, :3] = xyz
         pts[:, 3] = np.clip(np.round(inten), 0, 255) if lm.intensity else 0.0
-        return LidarHits(pts, mt.label[tri[keep]], mt.instance[tri[keep]], lm.rings[sel])
+        return LidarHits(pts, labels, mt.instance[tri[keep]], lm.rings[sel])
 
     # -- cameras ----------------------------------------------------------------------------------
     def _camera_pose(self, world: World, t: float, k: int) -> tuple[np.ndarray, np.ndarray]:

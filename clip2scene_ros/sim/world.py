@@ -418,6 +418,8 @@ class _Builder:
                     sw = rng.uniform(0.0, 1.0)  # a verge: little or no pavement
             sides[side] = (sw, tw)
 
+        lo, hi = sc.curb_height_m
+        self.curb = lo if hi == lo else float(rng.uniform(lo, hi))  # no draw for a fixed curb
         if sc.cross_streets > 0:
             self._choose_cross_streets(xa, xb, length, lw)
 
@@ -465,7 +467,7 @@ class _Builder:
             y0, y1 = sorted((side * half, side * (half + sw)))
             for sx in np.arange(xa - 40, xb + 40, 20.0):
                 for p0, p1 in self.outside_cross_streets(side, sx, sx + 20.0, corners=False):
-                    self.static.add(*M.box(p0, p1, y0, y1, -0.1, 0.15), sidewalk)
+                    self.static.add(*M.box(p0, p1, y0, y1, -0.1, self.curb), sidewalk)
             for r0, r1, _, _ in self.cross[side]:
                 self._cross_street(side, r0, r1, half, road, sidewalk)
             if tw > 0.3:
@@ -530,8 +532,8 @@ class _Builder:
         for d in np.arange(0.0, reach, 20.0):
             y0, y1 = sorted((side * (half + d), side * (half + d + 20.0)))
             self.static.add(*M.quad(r0, r1, y0, y1, 0.0), road)
-            self.static.add(*M.box(g0, r0, y0, y1, -0.1, 0.15), sidewalk)
-            self.static.add(*M.box(r1, g1, y0, y1, -0.1, 0.15), sidewalk)
+            self.static.add(*M.box(g0, r0, y0, y1, -0.1, self.curb), sidewalk)
+            self.static.add(*M.box(r1, g1, y0, y1, -0.1, self.curb), sidewalk)
         for edge, out in ((g0, -1.0), (g1, 1.0)):
             if rng.random() < 0.35:
                 continue
