@@ -202,3 +202,77 @@ def test_cross_streets(o3d_available):
                 mouth &= side * centre[:, 1] < half + 10.0
                 assert not np.isin(labels[mouth], [BUILDING, CAR]).any()
     assert seen >= 4 and reached == 4
+
+
+def test_surface_relief_and_calibration_residuals(o3d_available):
+    """Rough terrain, worn paving and per-beam calibration residuals: what real ground looks like to a
+    LiDAR. Terrain becomes much rougher than road; the relief is fixed in the world (two sweeps of
+    a drive agree) and the defaults leave the classic flat surfaces untouched."""
+    from clip2scene_ros.models.ground import height_above_ground
+    from clip2scene_ros.sim.render import SurfaceRelief, smooth_noise
+    from clip2scene_ros.sim.taxonomy import ROAD, TERRAIN
+    from clip2scene_ros.sparse import voxelize
+
+    # the noise field: bounded, smooth (neighbours 1 cm apart differ little), deterministic
+    xy = np.random.default_rng(0).uniform(-50, 50, size=(4000, 2)).astype(np.float32)
+    n = smooth_noise(xy, 1.0, 7)
+    assert n.min() >= -1 and n.max() <= 1 and n.std() > 0.2
+    assert np.abs(smooth_noise(xy + 0.01, 1.0, 7) - n).max() < 0.1
+    np.testing.assert_array_equal(n, smooth_noise(xy, 1.0, 7))
+    assert not np.allclose(n, smooth_noise(xy, 1.0, 8))
+
+    flat = _kitti(**{"scene.variety": True, "scene.cross_streets": 1.0})
+    assert not SurfaceRelief.for_drive(flat, 3)
+    rough = flat.with_overrides(**{
+        "scene.terrain_roughness_m": [0.2, 0.2], "scene.paved_roughness_m": [0.03, 0.03],
+        "lidar.beam_elevation_error_deg": 0.05, "lidar.beam_range_bias_m": 0.015,
+    })  # fmt: skip
+    relief = SurfaceRelief.for_drive(rough, 3)
+    assert relief.terrain_m == pytest.approx(0.2) and relief.paved_m == pytest.approx(0.03)
+
+    def heights(cfg, seed):
+        f = next(generate_sequence(cfg, seed=seed, num_frames=1, cameras=False))
+        pts = f.points[:, :3] @ f.lidar_to_ego[:3, :3].T + f.lidar_to_ego[:3, 3]
+        v = voxelize(__import__("torch").from_numpy(pts.astype(np.float32)), 0.2)
+        h = height_above_ground(v.feats[:, :3], v.coords[:, 0], v.counts).numpy()[v.point_to_voxel.numpy()]
+        return h, f.labels
+
+    spread = {}
+    for name, cfg in (("flat", flat), ("rough", rough)):
+        h, labels = heights(cfg, 3)
+        spread[name] = {c: float(np.percentile(h[labels == c], 90)) for c in (ROAD, TERRAIN)}
+    assert spread["flat"][TERRAIN] < 0.03 and spread["flat"][ROAD] < 0.03
+    assert spread["rough"][TERRAIN] > 0.08  # hummocks and grass tips
+    assert spread["rough"][TERRAIN] > 2.5 * spread["rough"][ROAD]
+    assert 0.01 < spread["rough"][ROAD] < 0.06  # worn, not broken
+
+    # the relief is a property of the place: a second sweep sees the same hummocks (smooth part)
+    a = relief.offsets(xy, np.full(len(xy), TERRAIN), np.random.default_rng(1))
+    b = relief.offsets(xy, np.full(len(xy), TERRAIN), np.random.default_rng(2))
+    assert np.mean(a == b) > 0.5  # the same hummock wherever neither sweep caught a grass tip
+    np.testing.assert_array_equal(relief.offsets(xy, np.full(len(xy), 0), np.random.default_rng(1)), 0.0)
+
+
+def test_calibration_residuals_move_rings_not_reported_angles(o3d_available):
+    """Each beam fires off its nominal elevation by a fixed amount per drive, but the sensor reports
+    the nominal angle: the points stay on the table's cones while the ground rings shift."""
+    base = _kitti(**{"lidar.range_noise_std_m": 0.0})
+    off = base.with_overrides(**{"lidar.beam_elevation_error_deg": 0.1, "lidar.beam_range_bias_m": 0.02})
+    f0 = next(generate_sequence(base, seed=5, num_frames=1, cameras=False))
+    f1 = next(generate_sequence(off, seed=5, num_frames=1, cameras=False))
+    table = beam_elevations("hdl64e_kitti")
+    np.testing.assert_allclose(_elevation(f1.points), table[f1.rings], atol=0.02)  # nominal angles
+
+    # the lowest ring on the road in front: its mean range moves by the per-beam error
+    def ring_range(f, ring):
+        m = (f.rings == ring) & (np.abs(f.points[:, 1]) < 2.0) & (f.points[:, 0] > 0)
+        return float(np.linalg.norm(f.points[m, :3], axis=1).mean())
+
+    shifts = [abs(ring_range(f1, k) - ring_range(f0, k)) for k in range(0, 8)]
+    assert max(shifts) > 0.02
+    with pytest.raises(SimConfigError, match="standard deviations"):
+        base.with_overrides(**{"lidar.beam_range_bias_m": -0.01})
+    with pytest.raises(SimConfigError, match="terrain_roughness_m"):
+        base.with_overrides(**{"scene.terrain_roughness_m": [0.3, 0.1]})
+    with pytest.raises(SimConfigError, match="curb_height_m"):
+        base.with_overrides(**{"scene.curb_height_m": [-0.1, 0.1]})
