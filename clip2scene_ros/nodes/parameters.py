@@ -23,6 +23,8 @@ _CHOICES = {
     "clip2scene_ros.inference.registry.PRECISIONS": registry.PRECISIONS,
 }
 _INT_MAX = 2**31 - 1
+# old parameter name -> current name
+RENAMED = {"use_tf_static": "use_tf"}
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,15 @@ def declare(node: Any) -> dict[str, Any]:
             values[name] = clean(name, node.get_parameter(name).value)
         except ParameterUninitializedException:
             values[name] = []
+    for old, new in RENAMED.items():
+        # declared untyped and unset, so only a launch file or params file that still uses the
+        # old name gives it a value; that value is honoured under the new name, with a warning
+        desc = ParameterDescriptor(description=f"renamed to {new}; still honoured, with a warning", dynamic_typing=True)
+        value = node.declare_parameter(old, None, desc).value
+        if value is not None:
+            node.get_logger().warning(f"parameter '{old}' was renamed to '{new}': taking {new}={value!r}; "
+                                      f"please rename it in your launch or params file")  # fmt: skip
+            values[new] = clean(new, value)
     return values
 
 

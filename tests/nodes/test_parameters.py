@@ -100,3 +100,26 @@ def test_node_rejects_bad_parameters_with_clear_messages(ros_env, tmp_path):
     for expected in ("backend='tensorflow' must be one of", "queue_size=0 must be >= 1", "is not a directory",
                      "must contain '{name}'", "vocabulary: vocabulary 'klingon'"):  # fmt: skip
         assert expected in err, err
+
+
+def test_renamed_parameter_is_still_honoured(ros_env):
+    """A params file written for the old name (``use_tf_static``) keeps working: its value lands on
+    ``use_tf`` (with a warning); without it nothing changes."""
+    import rclpy
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        old = Node("renamed_params", context=ctx, parameter_overrides=[Parameter("use_tf_static", value=False)])
+        assert params.declare(old)["use_tf"] is False
+        plain = Node("plain_params", context=ctx)
+        values = params.declare(plain)
+        assert values["use_tf"] is True and "use_tf_static" not in values
+        assert plain.get_parameter("use_tf_static").value is None
+        assert "renamed to use_tf" in plain.describe_parameter("use_tf_static").description
+        old.destroy_node()
+        plain.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
