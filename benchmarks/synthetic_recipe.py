@@ -21,6 +21,10 @@ Each stage is also a CLI call (``clip2scene train pretrain --config pretrain_syn
 the effective configs are written next to the outputs. Prints a table; the last line is JSON.
 
     .venv/bin/python benchmarks/synthetic_recipe.py --out-dir runs/recipe   # 3 seeds: about 35 min per seed at 1 thread
+                                                                           # on a quiet core, 1.5-2 h on a busy one
+
+Finished stages are kept: run the same command again after a kill (or with other --seeds, e.g. one
+seed per machine, then copy the seedN/ folders together) and it goes on where it stopped.
     .venv/bin/python benchmarks/synthetic_recipe.py --quick --teacher-random       # smoke test
 """
 
@@ -67,6 +71,26 @@ def mean_std(values: list[float | None]) -> dict:
     return {"mean": round(m, 2), "std": round(sd, 2), "n": len(v)}
 
 
+def check_reusable(out: Path, recipe: dict, fresh: bool) -> bool:
+    """Whether finished stages in ``out`` may be reused: only those of the same recipe (recorded in
+    ``recipe.json``); another recipe in the same directory is refused rather than mixed in."""
+    path = out / "recipe.json"
+    if fresh or not path.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(recipe, indent=1, sort_keys=True))
+        adopt = not fresh and ((out / "per_seed.json").is_file() or any(out.glob("seed*/*/student")))
+        if adopt:  # written before runs recorded their recipe
+            print(f"{out}: reusing finished stages of an earlier run (no recipe.json; taken to be this recipe)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        return adopt
+    earlier = json.loads(path.read_text())
+    if earlier != recipe:
+        diff = sorted(k for k in set(earlier) | set(recipe) if earlier.get(k) != recipe.get(k))
+        raise SystemExit(f"{out} holds another recipe (differs in {', '.join(diff)}): use another --out-dir, "
+                         "or --fresh to start over there")  # fmt: skip
+    return True
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out-dir", default="runs/synthetic_recipe")
@@ -84,6 +108,9 @@ def main() -> int:
                     help="pre-training config override, e.g. --set optim.lr=0.3 --set augment=false")  # fmt: skip
     ap.add_argument("--skip", default="", help="comma list of stages to skip: s1,keyeq1,finetune,budget")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the plumbing in a few minutes")
+    ap.add_argument("--fresh", action="store_true",
+                    help="retrain everything (default: reuse the stages an earlier run of the same recipe "
+                         "finished in --out-dir, so a killed run or one spread over days loses nothing)")  # fmt: skip
     args = ap.parse_args()
     if args.quick:
         args.pretrain_steps, args.finetune_steps, args.train_scenes, args.val_scenes = 4, 4, 1, 1
@@ -116,6 +143,9 @@ def main() -> int:
         },
     }
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    # what makes two runs the same recipe (seeds and threads may differ)
+    recipe = {k: v for k, v in vars(args).items() if k not in ("seeds", "threads", "out_dir", "fresh")}
+    reuse = check_reusable(out, recipe, fresh=args.fresh)
     timings: dict[str, float] = {}
     per_seed: list[dict] = []
     seed_seconds: list[float] = []
@@ -132,6 +162,9 @@ def main() -> int:
         return r
 
     def run_pretrain(seed: int, name: str, sweeps: int, extra: dict) -> dict:
+        if reuse and (out / f"seed{seed}" / name / "student" / "model.json").is_file():
+            print(f"[seed{seed}_{name}] reused (finished earlier)", file=sys.stderr, flush=True)
+            return {}
         base = load_config(PretrainConfig, "pretrain_synthetic", args.set or None)
         cfg = _asdict(base)
         cfg.update({
@@ -144,6 +177,10 @@ def main() -> int:
         return cfg
 
     def run_eval(seed: int, name: str, checkpoint: Path, with_teacher: bool) -> dict:
+        done = out / f"seed{seed}" / f"eval_{name}" / "summary.json"
+        if reuse and done.is_file() and os.path.getmtime(done) > os.path.getmtime(checkpoint / "model.json"):
+            print(f"[seed{seed}_evaluate_{name}] reused (finished earlier)", file=sys.stderr, flush=True)
+            return json.loads(done.read_text())
         ev = load_config(EvaluateConfig, {
             "checkpoint": str(checkpoint), "out_dir": str(out / f"seed{seed}" / f"eval_{name}"),
             "data": data("val", args.val_scenes, 1), "teacher": teacher if with_teacher else None,
@@ -151,6 +188,12 @@ def main() -> int:
         return timed(f"seed{seed}_evaluate_{name}", evaluate, ev)
 
     def run_finetune(seed: int, name: str, init: str | None, steps: int) -> dict:
+        student = out / f"seed{seed}" / f"finetune_{name}" / "student"
+        meta = json.loads((student / "model.json").read_text()) if (student / "model.json").is_file() else {}
+        if reuse and "labelled_samples" in meta.get("extra", {}):
+            print(f"[seed{seed}_finetune_{name}] reused (finished earlier)", file=sys.stderr, flush=True)
+            ev = run_eval(seed, f"ft_{name}", student, False)
+            return {**ev, "labelled_frames": meta["extra"]["labelled_samples"]}
         cfg = load_config(FinetuneConfig, {
             "out_dir": str(out / f"seed{seed}" / f"finetune_{name}"), "init": init, "label_fraction": 0.01,
             "max_steps": steps, "num_threads": args.threads, "checkpoint_every": 1000, "seed": seed,
@@ -160,7 +203,13 @@ def main() -> int:
         ev = run_eval(seed, f"ft_{name}", out / f"seed{seed}" / f"finetune_{name}" / "student", False)
         return {**ev, "labelled_frames": ft["labelled_samples"]}
 
+    done_rows = {r["seed"]: r for r in json.loads((out / "per_seed.json").read_text())} if reuse else {}
     for seed in seeds:
+        if seed in done_rows:
+            print(f"[seed{seed}] reused (finished earlier)", file=sys.stderr, flush=True)
+            per_seed.append(done_rows[seed])
+            seed_seconds.append(done_rows[seed].get("seconds"))
+            continue
         t_seed = time.time()
         row: dict = {"seed": seed}
         run_pretrain(seed, "pretrain_s3", 3, {})
@@ -193,7 +242,8 @@ def main() -> int:
         seed_seconds.append(round(time.time() - t_seed, 1))
         row["seconds"] = seed_seconds[-1]
         per_seed.append(row)
-        (out / "per_seed.json").write_text(json.dumps(per_seed, indent=1))
+        rows = {**done_rows, **{r["seed"]: r for r in per_seed}}
+        (out / "per_seed.json").write_text(json.dumps(sorted(rows.values(), key=lambda r: r["seed"]), indent=1))
 
     # -- table -----------------------------------------------------------------------------------
     stats = {key: mean_std([r.get(key) for r in per_seed]) for key, _ in METRICS}

@@ -179,6 +179,7 @@ def train(cfg: FinetuneConfig, resume: str = "auto") -> dict:
                 "voxel_size": voxel_size,
                 "init": cfg.init,
                 "label_fraction": cfg.label_fraction,
+                "labelled_samples": len(subset),
                 # the frame the clouds were read in, which save_checkpoint records for every reader
                 **({"frame": {"name": "base_link"}} if cfg.data.options.get("frame") == "base_link" else {}),
             },
