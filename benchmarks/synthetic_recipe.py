@@ -203,7 +203,8 @@ def main() -> int:
         ev = run_eval(seed, f"ft_{name}", out / f"seed{seed}" / f"finetune_{name}" / "student", False)
         return {**ev, "labelled_frames": ft["labelled_samples"]}
 
-    done_rows = {r["seed"]: r for r in json.loads((out / "per_seed.json").read_text())} if reuse else {}
+    rows_file = out / "per_seed.json"
+    done_rows = {r["seed"]: r for r in json.loads(rows_file.read_text())} if reuse and rows_file.is_file() else {}
     for seed in seeds:
         if seed in done_rows:
             print(f"[seed{seed}] reused (finished earlier)", file=sys.stderr, flush=True)
