@@ -84,8 +84,14 @@ def test_config_validation_messages(tmp_path):
         ("pretrain_synthetic", PretrainConfig),
         ("finetune_synthetic", FinetuneConfig),
         ("evaluate_synthetic", EvaluateConfig),
+        ("pretrain_real", PretrainConfig),
     ):
         load_config(cls, name)  # shipped configs are valid
+    from clip2scene_ros.sim import SimConfig
+
+    real = load_config(PretrainConfig, "pretrain_real").data.options["sim_config"]
+    sim = SimConfig.default().with_overrides(**real)  # the recipe's simulator keys all exist and validate
+    assert sim.scene.terrain_roughness_m[1] > sim.scene.paved_roughness_m[1] > 0
 
 
 def test_precision_policy():
