@@ -12,7 +12,9 @@ Scans are in the KITTI Velodyne frame (x forward, y left, z up, ~1.73 m above th
 brought into the frame the checkpoint declares (``frame`` in ``model.json``'s extra; checkpoints
 without one were trained in the nuScenes LIDAR_TOP frame of the simulator) before the forward.
 The model's vocabulary maps to the 19 classes through ``config/class_maps``; mIoU is over the
-classes present in the ground truth that some vocabulary class maps to.
+classes present in the ground truth that some vocabulary class maps to. The same figures are also
+given per range from the sensor (0-10, 10-20, 20-40, >= 40 m): sim-to-real gaps tend to differ
+between the dense near field and the sparse far rings.
 """
 
 from __future__ import annotations
@@ -138,6 +140,22 @@ def kitti_to_model_frame(points: np.ndarray, frame: dict, mount_height: float = 
 # ---- evaluation ------------------------------------------------------------------------------
 
 
+# horizontal distance from the sensor (m): where sim-to-real gaps hide (dense near field vs sparse rings)
+RANGE_BINS = (0.0, 10.0, 20.0, 40.0, float("inf"))
+
+
+def _range_name(lo: float, hi: float) -> str:
+    return f"{lo:g}-{hi:g} m" if np.isfinite(hi) else f">= {lo:g} m"
+
+
+def _mapped_iou(confusion, mapped: np.ndarray) -> dict[str, float]:
+    """Per-class IoU (0-100) over the classes present in ``confusion``'s ground truth and mapped."""
+    iou = confusion.iou()
+    present = confusion.matrix[1:].sum(axis=1) > 0
+    names = confusion.class_names
+    return {names[i]: round(float(iou[i]) * 100, 2) for i in range(len(names)) if present[i] and mapped[i]}
+
+
 @dataclass
 class ScanEvaluation:
     confusion: object  # evaluation.metrics.ConfusionMatrix (19 classes)
@@ -146,16 +164,24 @@ class ScanEvaluation:
     points: int
     seconds: float
     bev: list[Path]
+    by_range: dict[str, object] | None = None  # range bin name -> ConfusionMatrix of its points
 
     def per_class_iou(self) -> dict[str, float]:
-        iou = self.confusion.iou()
-        present = self.confusion.matrix[1:].sum(axis=1) > 0
-        names = self.confusion.class_names
-        return {names[i]: round(float(iou[i]) * 100, 2) for i in range(len(names)) if present[i] and self.mapped[i]}
+        return _mapped_iou(self.confusion, self.mapped)
 
     def miou(self) -> float:
         v = list(self.per_class_iou().values())
         return round(float(np.mean(v)), 2) if v else float("nan")
+
+    def range_summary(self) -> dict[str, dict]:
+        """Per range bin: labelled points, mIoU and per-class IoU over the classes present there."""
+        out = {}
+        for name, conf in (self.by_range or {}).items():
+            iou = _mapped_iou(conf, self.mapped)
+            labelled = int(conf.matrix[1:].sum())
+            miou = round(float(np.mean(list(iou.values()))), 2) if iou else None
+            out[name] = {"points": labelled, "miou": miou, "per_class_iou": iou}
+        return out
 
     def summary(self) -> dict:
         iou = self.confusion.iou()
@@ -172,6 +198,7 @@ class ScanEvaluation:
             "miou_all_present": round(float(np.nanmean(np.where(present, iou, np.nan))) * 100, 2),
             "accuracy": round(self.confusion.accuracy() * 100, 2),
             "unmapped_classes_present": unmapped,
+            "by_range": self.range_summary(),
             "scans": self.scans,
             "points": self.points,
             "seconds": round(self.seconds, 2),
@@ -196,6 +223,7 @@ def evaluate_scans(
     mapping = resolve_label_mapping(vocab.name, classes, GT_TAXONOMY, class_map)
     names = gt_class_names(GT_TAXONOMY)
     conf = ConfusionMatrix(names)
+    by_range = {_range_name(lo, hi): ConfusionMatrix(names) for lo, hi in zip(RANGE_BINS[:-1], RANGE_BINS[1:])}
     mapped = np.zeros(len(names), dtype=bool)
     targets = mapping.lut[np.asarray(segmenter.vocabulary.ids)]
     mapped[targets[targets > 0] - 1] = True
@@ -222,11 +250,15 @@ def evaluate_scans(
         result = segmenter.segment(np.concatenate(cols, axis=1))
         pred = mapping(result.labels)
         conf.update(pred, scan.labels)
+        dist = np.linalg.norm(scan.points[:, :2], axis=1)  # from the sensor, in the scan's own frame
+        for (lo, hi), part in zip(zip(RANGE_BINS[:-1], RANGE_BINS[1:]), by_range.values()):
+            sel = (dist >= lo) & (dist < hi)
+            part.update(pred[sel], scan.labels[sel])
         if out_dir is not None and len(bev) < bev_scans:
             bev.append(write_bev(scan, pred, names, out_dir / f"bev_{scan.name.replace('/', '_')}.png"))
         n_scans += 1
         n_points += len(pts)
-    return ScanEvaluation(conf, mapped, n_scans, n_points, time.perf_counter() - t0, bev)
+    return ScanEvaluation(conf, mapped, n_scans, n_points, time.perf_counter() - t0, bev, by_range)
 
 
 def write_bev(scan: Scan, pred19: np.ndarray, names: list[str], path: Path, extent: float = 40.0) -> Path:
@@ -243,6 +275,15 @@ def format_table(summary: dict) -> str:
     lines = ["| class | IoU |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in summary["per_class_iou"].items()]
     lines.append(f"| **mIoU** ({len(summary['per_class_iou'])} classes) | **{summary['miou']:.1f}** |")
+    ranges = {k: v for k, v in summary.get("by_range", {}).items() if v["points"]}
+    if ranges:
+        lines += ["", "| range from the sensor | labelled points | mIoU | road | building | vegetation | car |"]
+        lines.append("|---|---|---|---|---|---|---|")
+        for name, r in ranges.items():
+            cells = [f"{r['per_class_iou'][c]:.1f}" if c in r["per_class_iou"] else "-"
+                     for c in ("road", "building", "vegetation", "car")]  # fmt: skip
+            miou = "-" if r["miou"] is None else f"{r['miou']:.1f}"
+            lines.append(f"| {name} | {r['points']} | {miou} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

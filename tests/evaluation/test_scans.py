@@ -87,11 +87,20 @@ def test_cli_on_a_fake_native_dataset(tmp_path, capsys):
     _write_native(tmp_path / "kitti", "00", "000000", pts, raw)
     rc = main(["evaluate", "scans", str(tmp_path / "kitti"), "--out", str(tmp_path / "out"), "--threads", "1"])
     assert rc == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
     assert summary["scans"] == 1 and summary["points"] == len(pts)
     assert set(summary["per_class_iou"]) == {"car", "road", "building"}  # present and mapped
     assert 0 <= summary["miou"] <= 100
-    assert (tmp_path / "out" / "bev_00_000000.png").stat().st_size > 1000
+    # per range: every labelled point in exactly one bin; each bin scores only its own classes
+    by_range = summary["by_range"]
+    assert list(by_range) == ["0-10 m", "10-20 m", "20-40 m", ">= 40 m"]
+    assert sum(r["points"] for r in by_range.values()) == len(pts) - 5  # 5 outliers are ignored
+    near = np.linalg.norm(pts[:, :2], axis=1) < 10
+    assert by_range["0-10 m"]["points"] == int((near & (raw != 1)).sum())
+    assert by_range[">= 40 m"] == {"points": 0, "miou": None, "per_class_iou": {}}
+    assert set(by_range["0-10 m"]["per_class_iou"]) <= set(summary["per_class_iou"])
+    assert "| range from the sensor |" in out
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["miou"] == summary["miou"]
 
 
