@@ -108,7 +108,13 @@ class Teacher:
     # -- images -----------------------------------------------------------------------------
     def preprocess(self, images: ImageBatch, size: tuple[int, int] | None = None) -> torch.Tensor:
         """uint8 RGB [B,H,W,3] (or one [H,W,3]) -> CLIP-normalised float [B,3,H',W']."""
-        x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+        if isinstance(images, torch.Tensor):
+            x = images
+        else:
+            arr = np.ascontiguousarray(images)
+            # zero-copy message views are read-only, which torch.from_numpy warns about; the copy
+            # costs ~1 ms for a 1600x900 image and only happens for such views
+            x = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
         if x.ndim == 3:
             x = x[None]
         if x.ndim != 4 or x.shape[-1] != 3:

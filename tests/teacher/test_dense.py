@@ -27,6 +27,14 @@ def test_preprocess_applies_clip_mean_std(tiny_teacher):
     white = tiny_teacher.preprocess(np.full((64, 96, 3), 255, np.uint8))
     expected = (1 - torch.tensor(tiny_teacher.clip.mean)) / torch.tensor(tiny_teacher.clip.std)
     torch.testing.assert_close(white[0, :, 0, 0], expected.float())
+    # a read-only view (as zero-copy ROS message readers give) is accepted without a warning
+    view = np.frombuffer(bytes(64 * 96 * 3), np.uint8).reshape(64, 96, 3)
+    assert not view.flags.writeable
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tiny_teacher.preprocess(view).shape == (1, 3, 64, 96)
 
 
 def test_preprocess_rejects_float_images(tiny_teacher):
