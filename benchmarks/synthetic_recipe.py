@@ -23,8 +23,9 @@ the effective configs are written next to the outputs. Prints a table; the last 
     .venv/bin/python benchmarks/synthetic_recipe.py --out-dir runs/recipe   # 3 seeds: about 35 min per seed at 1 thread
                                                                            # on a quiet core, 1.5-2 h on a busy one
 
-Finished stages are kept: run the same command again after a kill (or with other --seeds, e.g. one
-seed per machine, then copy the seedN/ folders together) and it goes on where it stopped.
+Finished stages are kept: run the same command again after a kill and it goes on where it stopped.
+Seeds can run apart (``--seeds 2 --out-dir runs/recipe_b`` on another core or machine) and be
+brought together with ``--merge-from runs/recipe_b``, which copies their finished stages in.
     .venv/bin/python benchmarks/synthetic_recipe.py --quick --teacher-random       # smoke test
 """
 
@@ -91,6 +92,29 @@ def check_reusable(out: Path, recipe: dict, fresh: bool) -> bool:
     return True
 
 
+def merge_seeds(src: Path, out: Path, recipe: dict) -> bool:
+    """Copy the ``seedN/`` folders and per-seed rows of ``src`` (same recipe) into ``out``; a seed
+    already present in ``out`` keeps its own files. Returns whether anything was copied."""
+    import shutil
+
+    theirs = json.loads((src / "recipe.json").read_text()) if (src / "recipe.json").is_file() else None
+    if theirs != recipe:
+        raise SystemExit(f"--merge-from {src}: not the same recipe (recipe.json differs or is missing)")
+    copied = False
+    for seed_dir in sorted(src.glob("seed*")):
+        if seed_dir.is_dir() and not (out / seed_dir.name).exists():
+            shutil.copytree(seed_dir, out / seed_dir.name)
+            print(f"{seed_dir} -> {out / seed_dir.name}", file=sys.stderr, flush=True)
+            copied = True
+    rows = {}
+    for f in (src / "per_seed.json", out / "per_seed.json"):  # ours win
+        if f.is_file():
+            rows.update({r["seed"]: r for r in json.loads(f.read_text())})
+    if rows:
+        (out / "per_seed.json").write_text(json.dumps(sorted(rows.values(), key=lambda r: r["seed"]), indent=1))
+    return copied or bool(rows)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out-dir", default="runs/synthetic_recipe")
@@ -111,6 +135,9 @@ def main() -> int:
     ap.add_argument("--fresh", action="store_true",
                     help="retrain everything (default: reuse the stages an earlier run of the same recipe "
                          "finished in --out-dir, so a killed run or one spread over days loses nothing)")  # fmt: skip
+    ap.add_argument("--merge-from", action="append", default=[], metavar="DIR",
+                    help="first copy the finished seeds of another --out-dir of the same recipe (e.g. a seed "
+                         "run on another machine) into this one")  # fmt: skip
     args = ap.parse_args()
     if args.quick:
         args.pretrain_steps, args.finetune_steps, args.train_scenes, args.val_scenes = 4, 4, 1, 1
@@ -144,8 +171,10 @@ def main() -> int:
     }
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     # what makes two runs the same recipe (seeds and threads may differ)
-    recipe = {k: v for k, v in vars(args).items() if k not in ("seeds", "threads", "out_dir", "fresh")}
+    recipe = {k: v for k, v in vars(args).items() if k not in ("seeds", "threads", "out_dir", "fresh", "merge_from")}
     reuse = check_reusable(out, recipe, fresh=args.fresh)
+    for src in args.merge_from:
+        reuse = merge_seeds(Path(src), out, recipe) or reuse
     timings: dict[str, float] = {}
     per_seed: list[dict] = []
     seed_seconds: list[float] = []
