@@ -111,8 +111,13 @@ def merge_seeds(src: Path, out: Path, recipe: dict) -> bool:
         if f.is_file():
             rows.update({r["seed"]: r for r in json.loads(f.read_text())})
     if rows:
-        (out / "per_seed.json").write_text(json.dumps(sorted(rows.values(), key=lambda r: r["seed"]), indent=1))
+        write_rows(out, rows)
     return copied or bool(rows)
+
+
+def write_rows(out: Path, rows: dict[int, dict]) -> None:
+    """``per_seed.json``: one row per seed, in seed order."""
+    (out / "per_seed.json").write_text(json.dumps(sorted(rows.values(), key=lambda r: r["seed"]), indent=1))
 
 
 def main() -> int:
@@ -272,8 +277,7 @@ def main() -> int:
         seed_seconds.append(round(time.time() - t_seed, 1))
         row["seconds"] = seed_seconds[-1]
         per_seed.append(row)
-        rows = {**done_rows, **{r["seed"]: r for r in per_seed}}
-        (out / "per_seed.json").write_text(json.dumps(sorted(rows.values(), key=lambda r: r["seed"]), indent=1))
+        write_rows(out, {**done_rows, **{r["seed"]: r for r in per_seed}})
 
     # -- table -----------------------------------------------------------------------------------
     stats = {key: mean_std([r.get(key) for r in per_seed]) for key, _ in METRICS}
