@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from clip2scene_ros.geometry.frames import ModelFrame
-from clip2scene_ros.sparse import KernelMaps, Voxels, padded_input_names, padded_tensors, unpack_keys, voxelize
+from clip2scene_ros.sparse import KernelMaps, Voxels, native, padded_input_names, padded_tensors, unpack_keys, voxelize
 from clip2scene_ros.sparse.native import TableMaps, build_table_maps, table_maps_from_keys, voxelize_keys
 
 from .ground import HEIGHT_ABOVE_GROUND, height_above_ground
@@ -256,8 +256,8 @@ def prepare_inputs(
     """Voxelize one cloud ``[P, 3+F]`` (or a batch, a list of clouds) and build the kernel maps.
 
     Differentiable with respect to the feature columns; tensors keep their device. ``table_maps``:
-    neighbour tables for the fused fp32 CPU inference kernels (:mod:`clip2scene_ros.sparse.native`;
-    MinkUNet on CPU only, no autograd, no export) instead of :class:`KernelMaps`.
+    neighbour tables for the fused fp32 CPU kernels (:mod:`clip2scene_ros.sparse.native`; MinkUNet
+    on CPU only, no export; training runs them too) instead of :class:`KernelMaps`.
     """
     cols = cloud_columns(config)
     if isinstance(points, (list, tuple)):
@@ -319,6 +319,18 @@ def gather_points(
     return out
 
 
+def fused_kernels_apply(model: torch.nn.Module) -> bool:
+    """Whether ``model`` runs on the fused fp32 CPU kernels (forward and backward): a MinkUNet with
+    fp32 weights on the CPU, where the kernels were built (``CLIP2SCENE_NATIVE=0`` turns them off)."""
+    param = next(model.parameters())
+    return (
+        getattr(model.config, "arch", None) == "minkunet"
+        and param.device.type == "cpu"
+        and param.dtype == torch.float32
+        and native.available()
+    )
+
+
 def encode_points(
     model: MinkUNet, points: Tensor | Sequence[Tensor], voxel_size: float | None = None
 ) -> list[dict[str, Tensor]]:
@@ -330,7 +342,7 @@ def encode_points(
     clouds = [points] if isinstance(points, Tensor) else list(points)
     param = next(model.parameters())
     clouds = [torch.as_tensor(p).to(device=param.device, dtype=torch.float32) for p in clouds]
-    prepared = prepare_inputs(model.config, clouds, voxel_size)
+    prepared = prepare_inputs(model.config, clouds, voxel_size, table_maps=fused_kernels_apply(model))
     if prepared.num_voxels == 0:
         d = model.config.embed_dim
         return [{h: c.new_zeros((len(c), d)) for h in model.config.heads} for c in clouds]

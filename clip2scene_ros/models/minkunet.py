@@ -155,7 +155,8 @@ class Pointwise(nn.Module):
 
     def forward(self, x: Tensor, maps: AnyMaps, level: int, relu: bool = False) -> Tensor:
         if isinstance(maps, TableMaps):  # fused kernels: matmul and bias in one call
-            return pair_conv(x, self.weight, maps.identity(level), self.bias, relu)
+            ident = maps.identity(level)
+            return pair_conv(x, self.weight, ident, self.bias, relu, transpose=(ident, False))
         y = x @ self.weight[0].to(x.dtype)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)

@@ -330,10 +330,16 @@ def pair_conv(
     bias: Tensor | None = None,
     relu: bool = False,
     residual: Tensor | None = None,
+    transpose: tuple[Pairs, bool] | None = None,
 ) -> Tensor:
-    """``out[o] = act(bias + sum over o's pairs of x[p_in] @ weight[k] + residual[o])``; fp32 CPU,
-    no autograd. Per output element the terms add in offset order."""
-    lib = _lib_or_raise()
+    """``out[o] = act(bias + sum over o's pairs of x[p_in] @ weight[k] + residual[o])``; fp32 CPU.
+    Per output element the terms add in offset order.
+
+    ``transpose`` makes the call differentiable (training): the pairs of the transposed layer and
+    whether its weight slices come in mirrored order. A submanifold layer is its own transpose
+    with mirrored offsets (pair (o, i) at offset k is pair (i, o) at K-1-k), so ``(pairs, True)``;
+    a k2 s2 down layer's transpose is the up layer on the same slots (``(up, False)``), and back.
+    """
     k, cin, cout = weight.shape
     if x.shape[1] != cin:
         raise ValueError(f"input has {x.shape[1]} channels, the layer expects {cin}")
@@ -341,19 +347,80 @@ def pair_conv(
         raise ValueError(f"weight has {k} offsets but the map is for {pairs.num_offsets}")
     if x.dtype != torch.float32 or weight.dtype != torch.float32:
         raise TypeError(f"the fused kernels are fp32 only, got {x.dtype} / {weight.dtype}")
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        raise RuntimeError("the fused kernels have no backward: train with build_kernel_maps() maps")
-    x, weight = x.contiguous(), weight.contiguous()
-    bias = None if bias is None else bias.contiguous()
     n = pairs.num_rows
+    if residual is not None and residual.shape != (n, cout):
+        raise ValueError(f"residual must be [{n}, {cout}], got {tuple(residual.shape)}")
+    grads = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, residual))
+    if not grads:
+        return _pair_conv(x, weight, pairs, bias, relu, residual)
+    if transpose is None:
+        raise RuntimeError("pair_conv needs the transposed pairs (transpose=...) to compute gradients")
+    out = _PairConv.apply(x, weight, bias, pairs, transpose[0], transpose[1])
     if residual is not None:
-        residual = residual.contiguous()
-        if residual.shape != (n, cout):
-            raise ValueError(f"residual must be [{n}, {cout}], got {tuple(residual.shape)}")
+        out = out + residual
+    return torch.relu(out) if relu else out
+
+
+def _pair_conv(
+    x: Tensor,
+    weight: Tensor,
+    pairs: Pairs,
+    bias: Tensor | None = None,
+    relu: bool = False,
+    residual: Tensor | None = None,
+) -> Tensor:
+    """The kernel call itself (no autograd; shapes checked by the caller)."""
+    lib = _lib_or_raise()
+    x, weight = x.detach().contiguous(), weight.detach().contiguous()
+    bias = None if bias is None else bias.detach().contiguous()
+    residual = None if residual is None else residual.detach().contiguous()
+    n, cout = pairs.num_rows, weight.shape[2]
     out = torch.empty((n, cout), dtype=torch.float32)
     if n:
         lib.c2s_pair_conv_f32(
-            x.data_ptr(), cin, weight.data_ptr(), k, cout, pairs.k_ptr.data_ptr(), pairs.p_out.data_ptr(),
-            pairs.p_in.data_ptr(), n, _ptr(bias), _ptr(residual), int(relu), out.data_ptr(), _threads(),
+            x.data_ptr(), weight.shape[1], weight.data_ptr(), weight.shape[0], cout, pairs.k_ptr.data_ptr(),
+            pairs.p_out.data_ptr(), pairs.p_in.data_ptr(), n, _ptr(bias), _ptr(residual), int(relu), out.data_ptr(),
+            _threads(),
         )  # fmt: skip
     return out
+
+
+def pair_weight_grad(x: Tensor, grad_out: Tensor, pairs: Pairs) -> Tensor:
+    """``dW[k] = sum over slice k's pairs of x[p_in]^T grad_out[p_out]``: [K, C_in, C_out]."""
+    k, cin, cout = pairs.num_offsets, x.shape[1], grad_out.shape[1]
+    gw = x.new_zeros((k, cin, cout))
+    if pairs.p_in.numel() == 0:
+        return gw
+    xg = x.index_select(0, pairs.p_in.long())
+    gg = grad_out.index_select(0, pairs.p_out.long())
+    bounds = pairs.k_ptr.tolist()
+    for i in range(k):
+        a, b = bounds[i], bounds[i + 1]
+        if b > a:
+            torch.mm(xg[a:b].t(), gg[a:b], out=gw[i])
+    return gw
+
+
+class _PairConv(torch.autograd.Function):
+    """A pair convolution with its backward: the input gradient is the transposed layer run by the
+    same fused kernel, the weight gradient one matmul per weight slice over the gathered pairs."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, pairs, back_pairs, mirrored):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(x, weight)
+        ctx.pairs, ctx.back_pairs, ctx.mirrored, ctx.has_bias = pairs, back_pairs, mirrored, bias is not None
+        return _pair_conv(x, weight, pairs, bias)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            wt = weight.transpose(1, 2)
+            gx = _pair_conv(grad, (wt.flip(0) if ctx.mirrored else wt).contiguous(), ctx.back_pairs)
+        if ctx.needs_input_grad[1]:
+            gw = pair_weight_grad(x.detach(), grad, ctx.pairs)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = grad.sum(0)
+        return gx, gw, gb, None, None, None

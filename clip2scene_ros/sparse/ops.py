@@ -150,7 +150,7 @@ def subm_conv(
     a :class:`.native.SubmTable` (fused fp32 CPU inference kernels).
     """
     if isinstance(m, SubmTable):
-        return native.pair_conv(x, weight, m.pairs, bias, relu, residual)
+        return native.pair_conv(x, weight, m.pairs, bias, relu, residual, transpose=(m.pairs, True))
     if residual is not None:
         out = subm_conv(x, weight, bias, m, False, True)
         out = out + residual.to(out.dtype)
@@ -215,7 +215,7 @@ def subm_conv(
 def down_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: AnyDown, relu: bool = False) -> Tensor:
     """k2 s2 convolution from a fine level to the next coarser one: [N_f, C_in] -> [N_c, C_out]."""
     if isinstance(m, DownTable):
-        return native.pair_conv(x, weight, m.child, bias, relu)
+        return native.pair_conv(x, weight, m.child, bias, relu, transpose=(m.up, False))
     _, cin, cout = weight.shape
     if isinstance(m, PaddedDown):
         y = torch.matmul(_with_zero_row(x)[m.fine], weight.to(x.dtype)).reshape(-1, cout)
@@ -238,7 +238,7 @@ def down_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: AnyDown, relu: 
 def up_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: AnyDown, relu: bool = False) -> Tensor:
     """Transposed k2 s2 convolution back to the fine level the map came from (same coordinates)."""
     if isinstance(m, DownTable):
-        return native.pair_conv(x, weight, m.up, bias, relu)
+        return native.pair_conv(x, weight, m.up, bias, relu, transpose=(m.child, False))
     _, cin, cout = weight.shape
     if isinstance(m, PaddedDown):
         y = torch.matmul(_with_zero_row(x)[m.parent], weight.to(x.dtype)).reshape(-1, cout)
