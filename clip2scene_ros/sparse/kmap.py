@@ -440,7 +440,7 @@ ROW_BUCKETS = 3
 
 @dataclass(eq=False)
 class PaddedSubm:
-    pidx: list[Tensor]  # per offset group: [K_g, P_g] input rows, padded with N (zero row appended)
+    pidx: list[Tensor]  # per offset group: [K_g, P_g] input rows, padded with 0 (results never read)
     poff: list[Tensor]  # per offset group: [K_g] offset positions among the K-1 non-centre offsets
     ptable: list[Tensor]  # per row bucket: [N_b, J_b] positions into the concatenated group results
 
@@ -455,8 +455,8 @@ def padded_subm_inputs() -> tuple[str, ...]:
 
 @dataclass(eq=False)
 class PaddedDown:
-    fine: Tensor  # [8, Q] fine rows per slot, padded with N_fine
-    parent: Tensor  # [8, Q] their parents, padded with N_coarse
+    fine: Tensor  # [8, Q] fine rows per slot, padded with 0 (results never read)
+    parent: Tensor  # [8, Q] their parents, padded with 0 (results never read)
     child: Tensor  # [N_coarse, 8] positions of each child in the flattened [8*Q] results, pad 8*Q
     inv: Tensor  # [N_fine] position of each fine row in the flattened [8*Q] results
 
@@ -503,12 +503,14 @@ def pad_subm(m: SubmMap) -> PaddedSubm:
     seg = torch.repeat_interleave(torch.arange(len(lens), device=dev), lens_t)
     pos = torch.tensor(row_start, dtype=torch.long, device=dev).index_select(0, seg)
     pos += torch.arange(m.num_pairs, device=dev) - m.pair_bounds[:-1].index_select(0, seg)
-    flat = torch.full((base,), n, dtype=torch.long, device=dev)
+    # padded slots read row 0: their products land where no table entry reads (tables pad to the
+    # zero row after the group results), so the graph needs no zero row appended to x
+    flat = torch.zeros((base,), dtype=torch.long, device=dev)
     flat[pos] = m.pair_in
     pidx = [t.view(k, p) for t, (k, p) in zip(torch.split(flat, [k * p for k, p in shapes]), shapes)]
     poff = [torch.tensor(order[a:e], dtype=torch.long, device=dev) for a, e in zip(starts, ends)]
     while len(pidx) < OFFSET_GROUPS:  # fewer offsets than groups: empty groups
-        pidx.append(torch.full((0, 1), n, dtype=torch.long, device=dev))
+        pidx.append(torch.zeros((0, 1), dtype=torch.long, device=dev))
         poff.append(torch.zeros((0,), dtype=torch.long, device=dev))
     # row r's neighbour count = number of columns longer than r; rows are sorted by it, so the
     # count only changes at the column lengths n_j: those rows are the candidate bucket starts
@@ -553,8 +555,8 @@ def _pad_segments(values: Tensor, bounds: Tensor, pad: int) -> tuple[Tensor, Ten
 
 
 def pad_down(d: DownMap, n_fine: int, n_coarse: int) -> PaddedDown:
-    fine, flat_pos = _pad_segments(d.fine_idx, d.slot_bounds, n_fine)
-    parent, _ = _pad_segments(d.parent_idx, d.slot_bounds, n_coarse)
+    fine, flat_pos = _pad_segments(d.fine_idx, d.slot_bounds, 0)
+    parent, _ = _pad_segments(d.parent_idx, d.slot_bounds, 0)
     pad = fine.numel()
     ext = torch.cat([flat_pos, torch.full((1,), pad, dtype=torch.long, device=flat_pos.device)])
     child = ext[d.child_table]  # child_table uses n_fine as its "missing" marker = ext's last entry

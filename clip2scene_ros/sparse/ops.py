@@ -122,13 +122,16 @@ def _subm_padded(x: Tensor, weight: Tensor, bias: Tensor | None, m: PaddedSubm, 
     c = k // 2
     w = weight.to(x.dtype)
     w_nc = torch.cat([w[:c], w[c + 1 :]], 0)  # [K-1, C_in, C_out]
-    xz = _with_zero_row(x)
-    # per offset group: [K_g, P_g, C_in] x [K_g, C_in, C_out], flattened to rows
-    ys = [torch.matmul(xz[idx], w_nc[off]).reshape(-1, cout) for idx, off in zip(m.pidx, m.poff)]
+    # per offset group: [K_g, P_g, C_in] x [K_g, C_in, C_out], flattened to rows; padded slots
+    # read row 0 and are never read back
+    ys = [torch.matmul(x[idx], w_nc[off]).reshape(-1, cout) for idx, off in zip(m.pidx, m.poff)]
     y = torch.cat([*ys, x.new_zeros((1, cout))], 0)
     acc_t = _acc_dtype(x)
     acc = torch.cat([y[t].to(acc_t).sum(1) for t in m.ptable], 0)  # row buckets, in row order
-    out = (x @ w[c]).to(acc_t) + acc
+    if acc_t == x.dtype:  # the centre offset and the neighbour sum in one Gemm
+        out = torch.addmm(acc, x, w[c])
+    else:
+        out = (x @ w[c]).to(acc_t) + acc
     return _finish(out, bias, relu, x.dtype)
 
 
@@ -218,7 +221,7 @@ def down_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: AnyDown, relu: 
         return native.pair_conv(x, weight, m.child, bias, relu, transpose=(m.up, False))
     _, cin, cout = weight.shape
     if isinstance(m, PaddedDown):
-        y = torch.matmul(_with_zero_row(x)[m.fine], weight.to(x.dtype)).reshape(-1, cout)
+        y = torch.matmul(x[m.fine], weight.to(x.dtype)).reshape(-1, cout)
         out = _with_zero_row(y)[m.child].to(_acc_dtype(x)).sum(1)
         return _finish(out, bias, relu, x.dtype)
     if x.shape[1] != cin:
@@ -241,7 +244,7 @@ def up_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: AnyDown, relu: bo
         return native.pair_conv(x, weight, m.up, bias, relu, transpose=(m.child, False))
     _, cin, cout = weight.shape
     if isinstance(m, PaddedDown):
-        y = torch.matmul(_with_zero_row(x)[m.parent], weight.to(x.dtype)).reshape(-1, cout)
+        y = torch.matmul(x[m.parent], weight.to(x.dtype)).reshape(-1, cout)
         return _finish(y[m.inv].to(_acc_dtype(x)), bias, relu, x.dtype)
     if x.shape[1] != cin:
         raise ValueError(f"input has {x.shape[1]} channels, the layer expects {cin}")
