@@ -134,6 +134,36 @@ def plot_iou(conf: ConfusionMatrix, path: Path, title: str = "") -> Path:
     return path
 
 
+def plot_confusion(conf: ConfusionMatrix, path: Path, title: str = "") -> Path:
+    """Row-normalised confusion (where each ground-truth class's points went, in %) over the
+    classes present in the ground truth; columns are those classes, then the other predicted ones."""
+    plt = _plt()
+    m = conf.matrix[1:, :]  # gt rows; columns: 0 = no class, then the classes
+    rows = np.flatnonzero(m.sum(axis=1) > 0)
+    if rows.size == 0:
+        raise ValueError("the confusion matrix holds no labelled points")
+    names = ["(none)", *conf.class_names]
+    used = np.flatnonzero(m[rows].sum(axis=0) > 0)
+    cols = [*(r + 1 for r in rows), *(c for c in used if c - 1 not in set(rows.tolist()))]
+    frac = m[np.ix_(rows, cols)] / m[rows].sum(axis=1, keepdims=True) * 100
+    fig, ax = plt.subplots(figsize=(0.42 * len(cols) + 2.4, 0.36 * len(rows) + 1.8))
+    ax.imshow(frac, cmap="Blues", vmin=0, vmax=100, aspect="auto")
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if frac[i, j] >= 1:
+                ax.text(j, i, f"{frac[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if frac[i, j] > 60 else "black")  # fmt: skip
+    ax.set_xticks(range(len(cols)), [names[c] for c in cols], rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), [conf.class_names[r] for r in rows], fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title(title or "confusion (% of each ground-truth class)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def plot_latency(latencies_ms: Sequence[float], path: Path) -> Path:
     plt = _plt()
     a = np.asarray(latencies_ms, dtype=np.float64)

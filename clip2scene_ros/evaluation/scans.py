@@ -183,6 +183,19 @@ class ScanEvaluation:
             out[name] = {"points": labelled, "miou": miou, "per_class_iou": iou}
         return out
 
+    def confused_with(self, top: int = 2, min_share: float = 1.0) -> dict[str, dict[str, float]]:
+        """Per ground-truth class present: where its points went most, besides itself (% of them)."""
+        m = self.confusion.matrix[1:, :]
+        names = ["(none)", *self.confusion.class_names]
+        out = {}
+        for i, row in enumerate(m):
+            total = row.sum()
+            if not total:
+                continue
+            shares = [(names[c], round(float(row[c]) / total * 100, 1)) for c in np.argsort(-row) if c != i + 1]
+            out[names[i + 1]] = {n: v for n, v in shares[:top] if v >= min_share}
+        return out
+
     def summary(self) -> dict:
         iou = self.confusion.iou()
         present = self.confusion.matrix[1:].sum(axis=1) > 0
@@ -199,6 +212,7 @@ class ScanEvaluation:
             "accuracy": round(self.confusion.accuracy() * 100, 2),
             "unmapped_classes_present": unmapped,
             "by_range": self.range_summary(),
+            "confused_with": self.confused_with(),
             "scans": self.scans,
             "points": self.points,
             "seconds": round(self.seconds, 2),
@@ -272,9 +286,12 @@ def write_bev(scan: Scan, pred19: np.ndarray, names: list[str], path: Path, exte
 
 
 def format_table(summary: dict) -> str:
-    lines = ["| class | IoU |", "|---|---|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in summary["per_class_iou"].items()]
-    lines.append(f"| **mIoU** ({len(summary['per_class_iou'])} classes) | **{summary['miou']:.1f}** |")
+    confused = summary.get("confused_with", {})
+    lines = ["| class | IoU | mostly predicted instead |", "|---|---|---|"]
+    for k, v in summary["per_class_iou"].items():
+        worst = ", ".join(f"{n} {p:.0f} %" for n, p in confused.get(k, {}).items()) or "-"
+        lines.append(f"| {k} | {v:.1f} | {worst} |")
+    lines.append(f"| **mIoU** ({len(summary['per_class_iou'])} classes) | **{summary['miou']:.1f}** | |")
     ranges = {k: v for k, v in summary.get("by_range", {}).items() if v["points"]}
     if ranges:
         lines += ["", "| range from the sensor | labelled points | mIoU | road | building | vegetation | car |"]
@@ -336,6 +353,11 @@ def run(args: argparse.Namespace) -> int:
                         mount_height=args.mount_height)  # fmt: skip
     summary = {"checkpoint": str(ckpt), "frame": frame["name"], **ev.summary(), "bev": [str(p) for p in ev.bev]}
     out.mkdir(parents=True, exist_ok=True)
+    if ev.confusion.matrix[1:].sum():
+        from clip2scene_ros.evaluation.report import plot_confusion
+
+        title = f"where each class's points went ({ev.scans} scans)"
+        summary["confusion_png"] = str(plot_confusion(ev.confusion, out / "confusion.png", title))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(format_table(summary))
     print(json.dumps(summary), flush=True)

@@ -102,6 +102,15 @@ def test_cli_on_a_fake_native_dataset(tmp_path, capsys):
     assert set(by_range["0-10 m"]["per_class_iou"]) <= set(summary["per_class_iou"])
     assert "| range from the sensor |" in out
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["miou"] == summary["miou"]
+    # where each class's points went: shares of that class, never itself, and a picture of it
+    for gt, went in summary["confused_with"].items():
+        assert gt not in went and all(0 < v <= 100 for v in went.values())
+        if gt in summary["per_class_iou"] and summary["per_class_iou"][gt] == 100:
+            assert went == {}
+    assert set(summary["confused_with"]) == {"car", "road", "building"}
+    assert "| mostly predicted instead |" in out
+    png = tmp_path / "out" / "confusion.png"
+    assert summary["confusion_png"] == str(png) and png.stat().st_size > 1000
 
 
 def test_cli_on_the_real_scans(real_data, tmp_path, capsys):
