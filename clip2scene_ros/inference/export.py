@@ -26,7 +26,8 @@ from clip2scene_ros.sparse.kmap import OFFSET_GROUPS, ROW_BUCKETS
 from clip2scene_ros.sparse.samples import lidar_like_scene
 
 OPSET = 17
-SIDECAR_FORMAT = "clip2scene_ros.onnx/1"
+# /2: 4 offset groups and 4 row buckets per level (was 3 and 3), Gemm for the centre offset
+SIDECAR_FORMAT = "clip2scene_ros.onnx/2"
 # Operators the TensorRT 10 ONNX parser imports natively (onnx-tensorrt operators.md), limited to
 # those a plain dense-math graph like ours may use. No Scatter*, Unique, NonZero, TopK or Loop.
 TENSORRT_OPS = frozenset(
@@ -150,7 +151,10 @@ def read_sidecar(onnx_path: str | Path) -> dict:
         raise FileNotFoundError(f"{side} is missing: re-export with `clip2scene export` (it writes both files)")
     meta = json.loads(side.read_text())
     if meta.get("format") != SIDECAR_FORMAT:
-        raise ValueError(f"{side}: unsupported format {meta.get('format')!r}")
+        raise ValueError(
+            f"{side}: format {meta.get('format')!r}, this version reads {SIDECAR_FORMAT!r} (its graph "
+            "inputs differ): re-export the checkpoint with `clip2scene export`"
+        )
     return meta
 
 

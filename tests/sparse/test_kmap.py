@@ -165,3 +165,30 @@ def test_bagged_fp32_equals_per_offset(monkeypatch):
             ref = ops.subm_conv(x, w, None, m)
             monkeypatch.setattr(ops, "FP32_BAGGED", True)
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_split_runs_finds_the_least_padding():
+    """The dynamic programme gives the same least padded size as trying every set of cuts."""
+    import itertools
+    import random
+
+    from clip2scene_ros.sparse.kmap import split_runs
+
+    def cost(sizes, starts, weights):
+        prefix = list(itertools.accumulate(weights, initial=0))
+        ends = [*starts[1:], len(sizes)]
+        return sum((prefix[e] - prefix[a]) * sizes[a] for a, e in zip(starts, ends))
+
+    rng = random.Random(0)
+    for trial in range(200):
+        n, parts = rng.randint(1, 11), rng.randint(1, 4)
+        sizes = sorted((rng.randint(0, 60) for _ in range(n)), reverse=True)
+        weights = [rng.randint(1, 9) for _ in range(n)] if trial % 2 else [1] * n
+        starts = split_runs(sizes, parts, weights if trial % 2 else None)
+        assert starts[0] == 0 and starts == sorted(set(starts)) and len(starts) <= parts
+        brute = min(
+            cost(sizes, [0, *cuts], weights)
+            for k in range(min(parts, n))
+            for cuts in itertools.combinations(range(1, n), k)
+        )
+        assert cost(sizes, starts, weights) == brute
