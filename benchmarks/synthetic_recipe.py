@@ -20,8 +20,8 @@ Reported as mean +- sample standard deviation over the seeds. The teacher target
 Each stage is also a CLI call (``clip2scene train pretrain --config pretrain_synthetic --set ...``);
 the effective configs are written next to the outputs. Prints a table; the last line is JSON.
 
-    .venv/bin/python benchmarks/synthetic_recipe.py --out-dir runs/recipe   # 3 seeds: about 35 min per seed at 1 thread
-                                                                           # on a quiet core, 1.5-2 h on a busy one
+    .venv/bin/python benchmarks/synthetic_recipe.py --out-dir runs/recipe   # 3 seeds: 14-23 min per seed at
+                                                                           # 1 thread on the fused CPU kernels, load 3-5
 
 Finished stages are kept: run the same command again after a kill and it goes on where it stopped.
 Seeds can run apart (``--seeds 2 --out-dir runs/recipe_b`` on another core or machine) and be
