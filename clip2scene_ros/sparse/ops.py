@@ -150,7 +150,7 @@ def subm_conv(
     ``residual`` [N, C_out] is added before the ReLU.
 
     ``m`` is a :class:`SubmMap` (exact sparse cost; eager), a ``PaddedSubm`` (exported graphs) or
-    a :class:`.native.SubmTable` (fused fp32 CPU inference kernels).
+    a :class:`.native.SubmTable` (fused fp32 CPU kernels; differentiable).
     """
     if isinstance(m, SubmTable):
         return native.pair_conv(x, weight, m.pairs, bias, relu, residual, transpose=(m.pairs, True))
