@@ -144,7 +144,9 @@ def plot_confusion(conf: ConfusionMatrix, path: Path, title: str = "") -> Path:
         raise ValueError("the confusion matrix holds no labelled points")
     names = ["(none)", *conf.class_names]
     used = np.flatnonzero(m[rows].sum(axis=0) > 0)
-    cols = [*(r + 1 for r in rows), *(c for c in used if c - 1 not in set(rows.tolist()))]
+    gt_cols = (rows + 1).tolist()  # the ground-truth classes first, in the rows' order
+    taken = set(gt_cols)
+    cols = [*gt_cols, *(c for c in used.tolist() if c not in taken)]
     frac = m[np.ix_(rows, cols)] / m[rows].sum(axis=1, keepdims=True) * 100
     fig, ax = plt.subplots(figsize=(0.42 * len(cols) + 2.4, 0.36 * len(rows) + 1.8))
     ax.imshow(frac, cmap="Blues", vmin=0, vmax=100, aspect="auto")

@@ -361,15 +361,9 @@ def pair_conv(
     return torch.relu(out) if relu else out
 
 
-def _pair_conv(
-    x: Tensor,
-    weight: Tensor,
-    pairs: Pairs,
-    bias: Tensor | None = None,
-    relu: bool = False,
-    residual: Tensor | None = None,
-) -> Tensor:
-    """The kernel call itself (no autograd; shapes checked by the caller)."""
+def _pair_conv(x: Tensor, weight: Tensor, pairs: Pairs, bias: Tensor | None = None, relu: bool = False,
+               residual: Tensor | None = None) -> Tensor:  # fmt: skip
+    """The kernel call itself for :func:`pair_conv` (no autograd; shapes checked there)."""
     lib = _lib_or_raise()
     x, weight = x.detach().contiguous(), weight.detach().contiguous()
     bias = None if bias is None else bias.detach().contiguous()
