@@ -6,7 +6,8 @@ ours eager fp32 / bf16 (1 and 2 threads; bf16 only on CPUs with native bf16, as 
 would), ours fused fp32 (the g++-built kernels and their pair maps, what the torch backend runs on
 CPU; 2 threads = the kernels' barrier-free sharing, torch's own operators on one), ours exported
 ONNX on ONNX Runtime (1 and 2 threads, the backend's session options; its
-time includes padding the maps into the graph's inputs), spconv 2.x CPU (1 thread: its CPU
+time includes building the padded map inputs the way the backend does: from the fused kernels'
+neighbour tables where they are built), spconv 2.x CPU (1 thread: its CPU
 scatter-add is wrong with more threads) and, when installed, torchsparse 1.4 CPU (1 thread; the same
 weights in its SpVNAS layout: a second numerical reference). The ONNX Runtime / eager fp32 ratio at the same thread
 count is the deployment graph's overhead (target <= 1.0); ONNX Runtime / fused compares it with
@@ -46,7 +47,7 @@ from clip2scene_ros.inference.cpu import cpu_info  # noqa: E402
 from clip2scene_ros.inference.export import export_onnx  # noqa: E402
 from clip2scene_ros.models import create_model, load_checkpoint  # noqa: E402
 from clip2scene_ros.models.inputs import prepare_inputs  # noqa: E402
-from clip2scene_ros.sparse import native, padded_tensors  # noqa: E402
+from clip2scene_ros.sparse import native, padded_tensors, padded_tensors_from_tables  # noqa: E402
 from clip2scene_ros.sparse.samples import lidar_like_scene, load_real_frame  # noqa: E402
 
 REAL = Path(os.environ.get("CLIP2SCENE_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
@@ -217,14 +218,23 @@ def main() -> int:
         def torchsparse_run(_c=coords, _f=feats):
             return tsr.run_minkunet(ts_model, _c, _f)
 
-        def onnx_run(threads, _c=coords, _f=feats):
-            with torch.no_grad():
-                maps = model.build_maps(_c)
+        def onnx_run(threads, _c=coords, _f=feats, _in=fused_in, _order=prep.maps.input_order):
+            # the backends' path (prepare_graph_inputs): padded maps from the fused kernels' tables
+            # where they are built, else from KernelMaps
             s = sess[threads]
-            feeds = {"feats": _f.numpy()}
             names = [i.name for i in s.get_inputs()][1:]
-            feeds.update({k: v.numpy() for k, v in zip(names, padded_tensors(maps))})
-            return torch.from_numpy(s.run(None, feeds)[0])
+            if _in is None:
+                with torch.no_grad():
+                    maps = model.build_maps(_c)
+                feeds = {"feats": _f.numpy(), **{k: v.numpy() for k, v in zip(names, padded_tensors(maps))}}
+                return torch.from_numpy(s.run(None, feeds)[0])
+            tensors, rank = padded_tensors_from_tables(native.build_table_maps(_in.maps.coords[0], folded.num_levels))
+            order = torch.empty_like(rank)
+            order[rank] = torch.arange(len(rank))
+            feeds = {"feats": _in.feats.index_select(0, order).numpy()}
+            feeds.update({k: v.numpy() for k, v in zip(names, tensors)})
+            out = torch.from_numpy(s.run(None, feeds)[0])
+            return out.index_select(0, rank)[_order]  # key order, then the other paths' level order
 
         todo = {"spconv_1t": (1, spc), "ours_fp32_1t": (1, lambda: ours(folded, torch.float32))}
         if fused_in is not None:

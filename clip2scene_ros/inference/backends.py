@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from clip2scene_ros.models import MinkUNet, ModelConfig, load_checkpoint  # noqa: F401
-from clip2scene_ros.models.inputs import PreparedInputs, gather_points, prepare_inputs
+from clip2scene_ros.models.inputs import PreparedInputs, gather_points, prepare_graph_inputs, prepare_inputs
 from clip2scene_ros.sparse import native
 
 from .cpu import CoreBudget, CpuInfo, resolve_precision
@@ -300,6 +300,9 @@ class OnnxRuntimeBackend(Backend):
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(onnx_path), session_options(threads), providers=providers)
         self.output_names = meta["outputs"]
+
+    def prepare(self, points: np.ndarray) -> PreparedInputs:
+        return prepare_graph_inputs(self.config, points)
 
     def run_voxels(
         self, prepared: PreparedInputs, vocabulary_head: VocabularyHead | None = None

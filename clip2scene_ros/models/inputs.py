@@ -30,7 +30,16 @@ import torch
 from torch import Tensor
 
 from clip2scene_ros.geometry.frames import ModelFrame
-from clip2scene_ros.sparse import KernelMaps, Voxels, native, padded_input_names, padded_tensors, unpack_keys, voxelize
+from clip2scene_ros.sparse import (
+    KernelMaps,
+    Voxels,
+    native,
+    padded_input_names,
+    padded_tensors,
+    padded_tensors_from_tables,
+    unpack_keys,
+    voxelize,
+)
 from clip2scene_ros.sparse.native import TableMaps, build_table_maps, table_maps_from_keys, voxelize_keys
 
 from .ground import HEIGHT_ABOVE_GROUND, height_above_ground
@@ -188,12 +197,19 @@ def graph_input_names(num_levels: int = MinkUNet.num_levels, arch: str = "minkun
     return ["feats", *padded_input_names(num_levels), *(POINT_INPUTS if arch == "spvcnn" else ())]
 
 
+@dataclass(eq=False)
+class PaddedFeeds:
+    """The exported graph's map inputs, padded ahead (:func:`prepare_graph_inputs`)."""
+
+    tensors: list[Tensor]
+
+
 @dataclass
 class PreparedInputs:
     """Clouds voxelized, with kernel maps, and the way back from the model's output rows to points."""
 
     feats: Tensor | None  # [N_0, C_in] in level-0 row order (None: no valid point)
-    maps: KernelMaps | TableMaps | PointVoxelMaps | None
+    maps: KernelMaps | TableMaps | PointVoxelMaps | PaddedFeeds | None
     # int64 [P] output row of every point (clouds concatenated), -1 = dropped: the level-0 voxel
     # row (MinkUNet), or the point's own row among the valid points (SPVCNN, per-point outputs)
     rows: Tensor
@@ -210,6 +226,8 @@ class PreparedInputs:
         if isinstance(self.maps, PointVoxelMaps):
             names = graph_input_names(arch="spvcnn")[1:]
             tensors = [*padded_tensors(self.maps.kernel), *point_tensors(self.maps)]
+        elif isinstance(self.maps, PaddedFeeds):
+            names, tensors = graph_input_names()[1:], self.maps.tensors
         else:
             names, tensors = graph_input_names()[1:], padded_tensors(self.maps)
         for name, t in zip(names, tensors, strict=True):
@@ -290,6 +308,27 @@ def prepare_inputs(
     p2v = vox.point_to_voxel
     rows = torch.where(p2v >= 0, maps.input_rank[p2v.clamp(min=0)], torch.full_like(p2v, -1))
     return PreparedInputs(feats, maps, rows, len(vox), sizes)
+
+
+def prepare_graph_inputs(config: ModelConfig, points: np.ndarray | Tensor) -> PreparedInputs:
+    """:func:`prepare_inputs` for the exported graph (ONNX Runtime, TensorRT), one cloud.
+
+    A MinkUNet's padded maps come from the fused kernels' neighbour tables where those are built
+    (~10x faster than padding :class:`KernelMaps`, which stays the fallback); either way the
+    graph sees the same maps in a level order, and :meth:`PreparedInputs.feeds` names them.
+    """
+    if config.arch != "minkunet" or not native.available():
+        return prepare_inputs(config, points)
+    prepared = prepare_inputs(config, points, table_maps=True)
+    if not isinstance(prepared.maps, TableMaps):  # no valid point
+        return prepared
+    tensors, rank = padded_tensors_from_tables(prepared.maps)
+    order = torch.empty_like(rank)
+    order[rank] = torch.arange(rank.shape[0])
+    p2v = prepared.rows
+    rows = torch.where(p2v >= 0, rank.index_select(0, p2v.clamp(min=0)), p2v)
+    feats = prepared.feats.index_select(0, order)
+    return PreparedInputs(feats, PaddedFeeds(tensors), rows, prepared.num_voxels, prepared.sizes)
 
 
 def _prepare_fused(config: ModelConfig, points: Tensor, vs: float, sizes: tuple[int, ...]) -> PreparedInputs | None:

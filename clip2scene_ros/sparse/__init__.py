@@ -14,6 +14,7 @@ from .kmap import (
     kernel_offsets,
     padded_input_names,
     padded_tensors,
+    padded_tensors_from_tables,
 )
 from .ops import DownConv3d, SubmConv3d, UpConv3d, down_conv, subm_conv, up_conv
 from .voxelize import COORD_LIMIT, MAX_BATCH, Voxels, pack_keys, unpack_keys, voxelize
@@ -38,6 +39,7 @@ __all__ = [
     "pack_keys",
     "padded_input_names",
     "padded_tensors",
+    "padded_tensors_from_tables",
     "subm_conv",
     "to_spconv",
     "to_torchsparse",

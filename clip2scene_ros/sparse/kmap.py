@@ -26,12 +26,16 @@ import dataclasses
 import itertools
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .voxelize import check_coords, offset_key, pack_keys, unpack_keys
+
+if TYPE_CHECKING:
+    from .native import TableMaps
 
 
 def kernel_offsets(kernel_size: int) -> list[tuple[int, int, int]]:
@@ -502,16 +506,23 @@ def split_runs(sizes: list[int], parts: int, weights: list[int] | None = None) -
     return sorted(set(cuts))
 
 
-def pad_subm(m: SubmMap) -> PaddedSubm:
-    if m.row_rank is not None:
-        raise ValueError("only the primary kernel's maps (level row order) can be padded for export")
-    n, dev = m.num_voxels, m.pair_in.device
-    lens = (m.pair_bounds[1:] - m.pair_bounds[:-1]).tolist()
-    order = sorted(range(len(lens)), key=lambda i: -lens[i])
+def pad_pairs(n: int, bounds: Tensor, out_rows: Tensor, in_rows: Tensor) -> PaddedSubm:
+    """The padded layout of submanifold pairs grouped by non-centre offset (offset ``k`` holds
+    pairs ``bounds[k]:bounds[k+1]``, in any order) over ``n`` rows in the level order (rows
+    sorted by neighbour count, descending)."""
+    dev = in_rows.device
+    m = in_rows.shape[0]
+    k1 = bounds.shape[0] - 1
+    counts = torch.bincount(out_rows, minlength=n)
+    if n > 1 and bool((counts[1:] > counts[:-1]).any()):
+        raise ValueError("rows must be sorted by neighbour count, descending (the level order)")
+    lens_t = bounds[1:] - bounds[:-1]
+    lens = lens_t.tolist()
+    order = sorted(range(k1), key=lambda i: -lens[i])
     starts = split_runs([lens[i] for i in order], OFFSET_GROUPS)
     ends = [*starts[1:], len(order)]
     # per offset: where its padded row starts in the concatenated group results
-    row_start = [0] * len(lens)
+    row_start = [0] * k1
     shapes, base = [], 0
     for a, e in zip(starts, ends):
         p = max(lens[order[a]], 1)
@@ -519,47 +530,55 @@ def pad_subm(m: SubmMap) -> PaddedSubm:
             row_start[i] = base + r * p
         shapes.append((e - a, p))
         base += (e - a) * p
-    pad = base  # the zero row appended after the group results
-    lens_t = m.pair_bounds[1:] - m.pair_bounds[:-1]
-    seg = torch.repeat_interleave(torch.arange(len(lens), device=dev), lens_t)
-    pos = torch.tensor(row_start, dtype=torch.long, device=dev).index_select(0, seg)
-    pos += torch.arange(m.num_pairs, device=dev) - m.pair_bounds[:-1].index_select(0, seg)
-    # padded slots read row 0: their products land where no table entry reads (tables pad to the
-    # zero row after the group results), so the graph needs no zero row appended to x
+    pad = base  # table entries past the group results: the graph reads zeros there
+    shift = torch.tensor(row_start, dtype=torch.long, device=dev) - bounds[:-1]
+    pos = torch.arange(m, device=dev) + torch.repeat_interleave(shift, lens_t, output_size=m)
+    # padded slots read row 0: their products land where no table entry reads, so the graph
+    # needs no zero row appended to x
     flat = torch.zeros((base,), dtype=torch.long, device=dev)
-    flat[pos] = m.pair_in
+    flat[pos] = in_rows
     pidx = [t.view(k, p) for t, (k, p) in zip(torch.split(flat, [k * p for k, p in shapes]), shapes)]
     poff = [torch.tensor(order[a:e], dtype=torch.long, device=dev) for a, e in zip(starts, ends)]
     while len(pidx) < OFFSET_GROUPS:  # fewer offsets than groups: empty groups
         pidx.append(torch.zeros((0, 1), dtype=torch.long, device=dev))
         poff.append(torch.zeros((0,), dtype=torch.long, device=dev))
-    # row r's neighbour count = number of columns longer than r; rows are sorted by it, so the
-    # count only changes at the column lengths n_j: those rows are the candidate bucket starts
-    col_len = (m.acc_bounds[1:] - m.acc_bounds[:-1]).tolist()
-    counts_at = [c for c in col_len if c > 0]
-    cuts = sorted({0, *(c for c in counts_at if c < n)})
-    seg_rows = [e - a for a, e in zip(cuts, [*cuts[1:], n])]
-    seg_count = [sum(1 for c in counts_at if c > a) for a in cuts]
+    # each pair's column among its row's pairs (offset order: a stable sort by row)
+    by_row, perm = torch.sort(out_rows, stable=True)
+    row_first = torch.cumsum(counts, 0) - counts
+    col = torch.empty(m, dtype=torch.long, device=dev)
+    col[perm] = torch.arange(m, device=dev) - row_first.index_select(0, by_row)
+    # rows are sorted by count, so the runs of equal counts are the candidate bucket starts
+    seg_count, seg_rows = (t.tolist() for t in torch.unique_consecutive(counts, return_counts=True))
+    cuts = list(itertools.accumulate(seg_rows, initial=0))[:-1]
     b_starts = split_runs([max(c, 1) for c in seg_count], ROW_BUCKETS, seg_rows)
     b_rows = [cuts[a] for a in b_starts] + [n]
     b_shapes = [(b_rows[i + 1] - b_rows[i], max(seg_count[a], 1)) for i, a in enumerate(b_starts)]
-    # every accumulated pair (column j, row r) lands at table_base[b] + (r - r0[b]) * J[b] + j
-    a_len = m.acc_bounds[1:] - m.acc_bounds[:-1]
-    col = torch.repeat_interleave(torch.arange(len(col_len), device=dev), a_len)
-    row = torch.arange(m.num_pairs, device=dev) - m.acc_bounds[:-1].index_select(0, col)
-    bucket = torch.bucketize(row, torch.tensor(b_rows[1:-1], dtype=torch.long, device=dev), right=True)
+    # pair (row r, column j) lands at table_base[b] + (r - r0[b]) * J[b] + j
     t_base, acc = [], 0
     for r, j in b_shapes:
         t_base.append(acc)
         acc += r * j
+    bucket = torch.bucketize(out_rows, torch.tensor(b_rows[1:-1], dtype=torch.long, device=dev), right=True)
     info = torch.tensor([[tb, r0, j] for tb, r0, (_, j) in zip(t_base, b_rows, b_shapes)], dtype=torch.long)
     info = info.to(dev).index_select(0, bucket)
     tflat = torch.full((acc,), pad, dtype=torch.long, device=dev)
-    tflat[info[:, 0] + (row - info[:, 1]) * info[:, 2] + col] = pos.index_select(0, m.acc_idx)
+    tflat[info[:, 0] + (out_rows - info[:, 1]) * info[:, 2] + col] = pos
     tables = [t.view(r, j) for t, (r, j) in zip(torch.split(tflat, [r * j for r, j in b_shapes]), b_shapes)]
     while len(tables) < ROW_BUCKETS:
         tables.append(torch.full((0, 1), pad, dtype=torch.long, device=dev))
     return PaddedSubm(pidx, poff, tables)
+
+
+def pad_subm(m: SubmMap) -> PaddedSubm:
+    if m.row_rank is not None:
+        raise ValueError("only the primary kernel's maps (level row order) can be padded for export")
+    # acc position p of column j holds the pair of output row p - acc_bounds[j]
+    dev = m.pair_in.device
+    col_len = m.acc_bounds[1:] - m.acc_bounds[:-1]
+    col = torch.repeat_interleave(torch.arange(len(col_len), device=dev), col_len)
+    out_rows = torch.empty(m.num_pairs, dtype=torch.long, device=dev)
+    out_rows[m.acc_idx] = torch.arange(m.num_pairs, device=dev) - m.acc_bounds[:-1].index_select(0, col)
+    return pad_pairs(m.num_voxels, m.pair_bounds, out_rows, m.pair_in)
 
 
 def _pad_segments(values: Tensor, bounds: Tensor, pad: int) -> tuple[Tensor, Tensor]:
@@ -575,13 +594,17 @@ def _pad_segments(values: Tensor, bounds: Tensor, pad: int) -> tuple[Tensor, Ten
     return out.view(s, p), flat_pos
 
 
-def pad_down(d: DownMap, n_fine: int, n_coarse: int) -> PaddedDown:
-    fine, flat_pos = _pad_segments(d.fine_idx, d.slot_bounds, 0)
-    parent, _ = _pad_segments(d.parent_idx, d.slot_bounds, 0)
-    pad = fine.numel()
-    ext = torch.cat([flat_pos, torch.full((1,), pad, dtype=torch.long, device=flat_pos.device)])
-    child = ext[d.child_table]  # child_table uses n_fine as its "missing" marker = ext's last entry
-    inv = flat_pos.index_select(0, d.inv)
+def pad_down(fine_rows: Tensor, parent_rows: Tensor, slot_bounds: Tensor, n_fine: int, n_coarse: int) -> PaddedDown:
+    """The padded layout of k2 s2 pairs grouped by child slot (slot ``a`` = pairs
+    ``slot_bounds[a]:slot_bounds[a+1]``), every fine row once."""
+    fine, flat_pos = _pad_segments(fine_rows, slot_bounds, 0)
+    parent, _ = _pad_segments(parent_rows, slot_bounds, 0)
+    dev = fine_rows.device
+    slot = torch.repeat_interleave(torch.arange(8, device=dev), slot_bounds[1:] - slot_bounds[:-1])
+    child = torch.full((n_coarse, 8), fine.numel(), dtype=torch.long, device=dev)  # pad: past the results
+    child[parent_rows, slot] = flat_pos
+    inv = torch.empty(n_fine, dtype=torch.long, device=dev)
+    inv[fine_rows] = flat_pos
     return PaddedDown(fine, parent, child, inv)
 
 
@@ -592,9 +615,40 @@ def padded_tensors(maps: KernelMaps) -> list[Tensor]:
         p = pad_subm(maps.subm[s][maps.primary_kernel])
         out += [*p.pidx, *p.poff, *p.ptable]
     for s, d in enumerate(maps.down):
-        p = pad_down(d, maps.coords[s].shape[0], maps.coords[s + 1].shape[0])
+        p = pad_down(d.fine_idx, d.parent_idx, d.slot_bounds, maps.coords[s].shape[0], maps.coords[s + 1].shape[0])
         out += [p.fine, p.parent, p.child, p.inv]
     return out
+
+
+def padded_tensors_from_tables(maps: TableMaps) -> tuple[list[Tensor], Tensor]:
+    """:func:`padded_tensors` from the fused kernels' neighbour tables (:mod:`.native`; built in a
+    few ms, against tens of ms for :class:`KernelMaps`), and the level-0 rank of every row: the
+    tables keep voxelize's row order, the graph runs in the level order (``feats[order]``, where
+    ``order[rank] = arange``)."""
+    if maps.primary_kernel != 3:
+        raise ValueError("exported networks use 3x3x3 submanifold kernels only")
+    out: list[Tensor] = []
+    ranks: list[Tensor] = []
+    for s in range(maps.num_levels):
+        pairs = maps.subm_map(s).pairs
+        n, k = pairs.num_rows, pairs.num_offsets
+        a, b = pairs.k_ptr[k // 2].item(), pairs.k_ptr[k // 2 + 1].item()  # the centre offset's pairs
+        o = torch.cat([pairs.p_out[:a], pairs.p_out[b:]]).long()
+        i = torch.cat([pairs.p_in[:a], pairs.p_in[b:]]).long()
+        bounds = torch.cat([pairs.k_ptr[: k // 2 + 1], pairs.k_ptr[k // 2 + 2 :] - (b - a)])
+        # level order: rows sorted by neighbour count, descending (stable: ties keep key order)
+        order = torch.argsort(torch.bincount(o, minlength=n).neg_(), stable=True)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(n)
+        p = pad_pairs(n, bounds, rank.index_select(0, o), rank.index_select(0, i))
+        out += [*p.pidx, *p.poff, *p.ptable]
+        ranks.append(rank)
+    for s, d in enumerate(maps.down):
+        c = d.child  # output = coarse parent, input = fine child, grouped by slot
+        fine, parent = ranks[s].index_select(0, c.p_in.long()), ranks[s + 1].index_select(0, c.p_out.long())
+        p = pad_down(fine, parent, c.k_ptr, ranks[s].shape[0], ranks[s + 1].shape[0])
+        out += [p.fine, p.parent, p.child, p.inv]
+    return out, ranks[0]
 
 
 def padded_input_names(num_levels: int) -> list[str]:

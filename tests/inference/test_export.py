@@ -11,7 +11,8 @@ from clip2scene_ros.inference.backends import create_backend
 from clip2scene_ros.inference.export import TENSORRT_OPS, example_points, graph_ops, read_sidecar
 from clip2scene_ros.inference.tensorrt import TensorRTOptions, TensorRTUnavailable, profile_shapes, tensorrt_status
 from clip2scene_ros.models import create_model, save_checkpoint
-from clip2scene_ros.models.inputs import encode_points, prepare_inputs
+from clip2scene_ros.models.inputs import encode_points, prepare_graph_inputs, prepare_inputs
+from clip2scene_ros.sparse import native
 from clip2scene_ros.sparse.kmap import OFFSET_GROUPS, ROW_BUCKETS
 
 # Small but complete: every layer type, 5 levels, 2 heads.
@@ -53,15 +54,21 @@ def test_graph_uses_only_tensorrt_supported_operators(exported):
     )
 
 
-def test_onnxruntime_equals_eager_at_three_voxel_counts(exported):
+@pytest.mark.parametrize("route", ["kernel_maps", "fused_tables"])
+def test_onnxruntime_equals_eager_at_three_voxel_counts(exported, route):
+    """Both ways of building the graph's padded maps (from KernelMaps; from the fused kernels'
+    neighbour tables, what the backends use where g++ built them) give the eager outputs."""
     ckpt, onnx_path, model = exported
     import onnxruntime as ort
 
+    if route == "fused_tables" and not native.available():
+        pytest.skip("the fused CPU kernels are not built on this machine (no g++)")
+    prepare = prepare_inputs if route == "kernel_maps" else prepare_graph_inputs
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     counts = set()
     # a few points: coarse levels of one voxel, empty offset groups and row buckets
     for pts in (example_points(None, seed=11), example_points(3000, seed=12), example_points(4, seed=15)):
-        prep = prepare_inputs(model.config, pts)
+        prep = prepare(model.config, pts)
         counts.add(prep.num_voxels)
         got = dict(zip(["global", "local"], sess.run(None, prep.feeds())))
         with torch.no_grad():
@@ -72,6 +79,8 @@ def test_onnxruntime_equals_eager_at_three_voxel_counts(exported):
             assert np.abs(got[h] - voxel_ref).max() < 1e-4
             assert np.abs(got[h]).mean() > 1e-3
     assert len(counts) == 3
+    empty = prepare(model.config, np.full((5, 4), np.nan, np.float32))
+    assert empty.num_voxels == 0 and (empty.point_rows == -1).all()
 
 
 def test_backends_agree_per_point_and_bf16_keeps_labels(exported):
@@ -89,8 +98,11 @@ def test_backends_agree_per_point_and_bf16_keeps_labels(exported):
     agree = ((outs["torch"]["local"] @ classes).argmax(1) == (bf16["local"] @ classes).argmax(1)).mean()
     rel = np.abs(bf16["local"] - outs["torch"]["local"]).max() / np.abs(outs["torch"]["local"]).max()
     assert agree > 0.97 and rel < 0.05, (agree, rel)
-    empty = create_backend("torch", ckpt)(np.zeros((0, 4), np.float32))
-    assert empty["global"].shape == (0, 16)
+    for kind in ("torch", "onnxruntime"):
+        empty = create_backend(kind, ckpt)(np.zeros((0, 4), np.float32))
+        assert empty["global"].shape == (0, 16)
+        nan_only = create_backend(kind, ckpt)(np.full((3, 4), np.nan, np.float32))
+        assert nan_only["global"].shape == (3, 16) and not nan_only["global"].any()
 
 
 def test_backend_errors_are_clear(exported, tmp_path):
