@@ -188,6 +188,10 @@ class SceneConfig:
     # (0, 0) keeps the surfaces flat.
     terrain_roughness_m: tuple[float, float] = (0.0, 0.0)
     paved_roughness_m: tuple[float, float] = (0.0, 0.0)
+    # Terrain that rises above the soil over metres (verges level with or above the pavement,
+    # embankments and gentle slopes), peak height drawn per drive; (0, 0) keeps the grass strips at
+    # their fixed height, below the sidewalks.
+    terrain_rise_m: tuple[float, float] = (0.0, 0.0)
     curb_height_m: tuple[float, float] = (0.15, 0.15)  # sidewalk top over the road, drawn per drive
 
     def validate(self) -> None:
@@ -201,6 +205,7 @@ class SceneConfig:
             "ego_speed_mps",
             "terrain_roughness_m",
             "paved_roughness_m",
+            "terrain_rise_m",
             "curb_height_m",
         )
         for name in ranges:

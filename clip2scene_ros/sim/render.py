@@ -173,18 +173,22 @@ class SurfaceRelief:
     terrain_m: float = 0.0
     paved_m: float = 0.0
     seed: int = 0
+    terrain_rise_m: float = 0.0
 
     @staticmethod
     def for_drive(config: SimConfig, seed: int) -> SurfaceRelief:
         sc = config.scene
-        if max(sc.terrain_roughness_m) <= 0 and max(sc.paved_roughness_m) <= 0:
+        if max(sc.terrain_roughness_m) <= 0 and max(sc.paved_roughness_m) <= 0 and max(sc.terrain_rise_m) <= 0:
             return SurfaceRelief()
         rng = np.random.default_rng([int(seed), 0x5EF])
-        return SurfaceRelief(float(rng.uniform(*sc.terrain_roughness_m)), float(rng.uniform(*sc.paved_roughness_m)),
-                             int(rng.integers(1 << 20)))  # fmt: skip
+        relief = SurfaceRelief(float(rng.uniform(*sc.terrain_roughness_m)), float(rng.uniform(*sc.paved_roughness_m)),
+                               int(rng.integers(1 << 20)))  # fmt: skip
+        if max(sc.terrain_rise_m) > 0:  # drawn last: drives without it keep their relief
+            relief.terrain_rise_m = float(rng.uniform(*sc.terrain_rise_m))
+        return relief
 
     def __bool__(self) -> bool:
-        return self.terrain_m > 0 or self.paved_m > 0
+        return self.terrain_m > 0 or self.paved_m > 0 or self.terrain_rise_m > 0
 
     def offsets(self, xy: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Vertical offset (m) of each hit at road-frame ``xy`` on a surface of class ``labels``."""
@@ -197,6 +201,11 @@ class SurfaceRelief:
             field = 0.6 * smooth_noise(p, 1.7, self.seed) + 0.4 * smooth_noise(p, 0.35, self.seed + 1)
             tips = rng.random(len(p), dtype=np.float32) < 0.2
             dz[terrain] = self.terrain_m * (0.5 + 0.5 * field + tips * rng.random(len(p), dtype=np.float32))
+        if self.terrain_rise_m > 0 and terrain.any():
+            # a field ~10 m across, squared so that most verges stay low and some rise to the peak:
+            # grass level with the pavement, banks sloping up from it, a few decimetres above it
+            rise = 0.5 + 0.5 * smooth_noise(xy[terrain], 9.0, self.seed + 4)
+            dz[terrain] += self.terrain_rise_m * rise * rise
         paved = (labels == C.ROAD) | (labels == C.SIDEWALK)
         if self.paved_m > 0 and paved.any():
             p = xy[paved]

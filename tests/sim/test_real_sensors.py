@@ -252,6 +252,18 @@ def test_surface_relief_and_calibration_residuals(o3d_available):
     assert np.mean(a == b) > 0.5  # the same hummock wherever neither sweep caught a grass tip
     np.testing.assert_array_equal(relief.offsets(xy, np.full(len(xy), 0), np.random.default_rng(1)), 0.0)
 
+    # rising terrain (verges and banks above the pavement): drawn after the other draws, so a drive
+    # keeps its roughness; terrain goes up by up to the drawn peak over metres, nothing else moves
+    risen = rough.with_overrides(**{"scene.terrain_rise_m": [0.4, 0.4]})
+    lifted = SurfaceRelief.for_drive(risen, 3)
+    assert (lifted.terrain_m, lifted.seed) == (relief.terrain_m, relief.seed) and lifted.terrain_rise_m == 0.4
+    up = lifted.offsets(xy, np.full(len(xy), TERRAIN), np.random.default_rng(1)) - a
+    assert up.min() >= 0 and up.max() <= 0.4 + 1e-6 and np.percentile(up, 90) > 0.15
+    np.testing.assert_array_equal(lifted.offsets(xy, np.full(len(xy), ROAD), np.random.default_rng(1)),
+                                  relief.offsets(xy, np.full(len(xy), ROAD), np.random.default_rng(1)))  # fmt: skip
+    h, labels = heights(risen, 3)
+    assert np.percentile(h[labels == TERRAIN], 90) > spread["rough"][TERRAIN] + 0.05
+
 
 def test_calibration_residuals_move_rings_not_reported_angles(o3d_available):
     """Each beam fires off its nominal elevation by a fixed amount per drive, but the sensor reports
@@ -276,3 +288,5 @@ def test_calibration_residuals_move_rings_not_reported_angles(o3d_available):
         base.with_overrides(**{"scene.terrain_roughness_m": [0.3, 0.1]})
     with pytest.raises(SimConfigError, match="curb_height_m"):
         base.with_overrides(**{"scene.curb_height_m": [-0.1, 0.1]})
+    with pytest.raises(SimConfigError, match="terrain_rise_m"):
+        base.with_overrides(**{"scene.terrain_rise_m": [0.5, 0.2]})
