@@ -284,8 +284,20 @@ class SimConfig:
                 node = node[p]
             if parts[-1] not in node:
                 raise SimConfigError(f"unknown config key {key!r}")
-            node[parts[-1]] = value
+            _merge(node, parts[-1], value, key)
         return SimConfig.from_dict(data)
+
+
+def _merge(node: dict, name: str, value: Any, key: str) -> None:
+    """Set ``node[name]``; a mapping given for a section updates the section key by key (so
+    ``{"scene": {"curb_height_m": ...}}`` keeps the other scene settings) instead of replacing it."""
+    if isinstance(value, dict) and isinstance(node[name], dict):
+        for k, v in value.items():
+            if k not in node[name]:
+                raise SimConfigError(f"unknown config key {key + '.' + str(k)!r}")
+            _merge(node[name], k, v, f"{key}.{k}")
+    else:
+        node[name] = value
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:

@@ -31,6 +31,18 @@ def test_bad_config_names_the_key(override, message):
         SimConfig.default().with_overrides(**override)
 
 
+def test_section_mapping_override_updates_only_its_keys():
+    """``--set data.options.sim_config.scene.X=...`` arrives as ``{"scene": {"X": ...}}`` beside
+    dotted keys: it must update that key, not reset the rest of the section to defaults."""
+    cfg = SimConfig.default().with_overrides(
+        **{"scene.curb_height_m": [0.1, 0.2], "scene": {"terrain_rise_m": [0.0, 0.5]}, "lidar": {"beams": 64}}
+    )
+    assert cfg.scene.curb_height_m == (0.1, 0.2) and cfg.scene.terrain_rise_m == (0.0, 0.5)
+    assert cfg.lidar.beams == 64 and cfg.lidar.max_range_m == SimConfig.default().lidar.max_range_m
+    with pytest.raises(SimConfigError, match="scene.bogus"):
+        SimConfig.default().with_overrides(scene={"bogus": 1})
+
+
 def test_unknown_yaml_key_lists_valid_keys(tmp_path):
     p = tmp_path / "sim.yaml"
     p.write_text("lidar:\n  beamz: 32\n")
