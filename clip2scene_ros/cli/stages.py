@@ -19,6 +19,7 @@ STAGES: dict[str, dict[str, tuple[str, str]]] = {
         "teacher": ("clip2scene_training.teacher.train", "train the tiny CLIP teacher on synthetic renders"),
         "pretrain": ("clip2scene_training.pretrain", "CLIP2Scene pre-training from a frozen CLIP teacher"),
         "finetune": ("clip2scene_training.finetune", "fine-tune a student on a fraction of labelled scans"),
+        "soup": ("clip2scene_training.soup", "average the weights of students trained from one start"),
     },
     "evaluate": {
         "teacher": ("clip2scene_training.teacher.evaluate", "pixel mIoU of a CLIP teacher on synthetic images"),

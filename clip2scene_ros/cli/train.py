@@ -6,7 +6,7 @@ import argparse
 
 from clip2scene_ros.cli.stages import add_stage_parsers, run_stage
 
-HELP = "train a model: teacher (tiny CLIP), pretrain (CLIP2Scene), finetune (labelled fraction)"
+HELP = "train a model: teacher (tiny CLIP), pretrain (CLIP2Scene), finetune (labelled fraction), soup (average)"
 KIND = "train"
 
 
