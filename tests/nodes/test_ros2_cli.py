@@ -55,7 +55,14 @@ def _skip_reason() -> str | None:
 
 
 def _ros2(env: dict, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ROS2), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    # a fresh `ros2` process can miss a node that discovery has not yet announced to it
+    # ("Node not found"): ask again, as a user would, a few times
+    for _ in range(5):
+        out = subprocess.run([str(ROS2), *args], env=env, capture_output=True, text=True, timeout=timeout)
+        if "Node not found" not in out.stderr:
+            break
+        time.sleep(2.0)
+    return out
 
 
 @pytest.fixture(scope="module")
