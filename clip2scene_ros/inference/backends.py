@@ -127,8 +127,9 @@ class Backend(ABC):
         return out, point_rows
 
     def prepare(self, points: np.ndarray) -> PreparedInputs:
-        """Voxels and maps in the form this backend runs (the input contract's ``prepare_inputs``)."""
-        return prepare_inputs(self.config, points)
+        """Voxels and maps in the form this backend runs: the exported graph's padded inputs
+        (ONNX Runtime, TensorRT); the torch backend overrides it."""
+        return prepare_graph_inputs(self.config, points)
 
     @abstractmethod
     def run_voxels(
@@ -300,9 +301,6 @@ class OnnxRuntimeBackend(Backend):
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(onnx_path), session_options(threads), providers=providers)
         self.output_names = meta["outputs"]
-
-    def prepare(self, points: np.ndarray) -> PreparedInputs:
-        return prepare_graph_inputs(self.config, points)
 
     def run_voxels(
         self, prepared: PreparedInputs, vocabulary_head: VocabularyHead | None = None

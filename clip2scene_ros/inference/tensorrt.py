@@ -204,11 +204,6 @@ class TensorRTBackend(Backend):
             raise RuntimeError(f"could not load {self.engine_path}; delete it to rebuild")
         self.context = self.engine.create_execution_context()
 
-    def prepare(self, points: np.ndarray):  # noqa: ANN201 - PreparedInputs
-        from clip2scene_ros.models.inputs import prepare_graph_inputs
-
-        return prepare_graph_inputs(self.config, points)
-
     def run_voxels(self, prepared, vocabulary_head=None) -> dict[str, np.ndarray]:  # noqa: ANN001
         import torch
 
