@@ -27,7 +27,9 @@ from clip2scene_ros.sparse.samples import lidar_like_scene
 
 OPSET = 17
 # /2: 4 offset groups and 4 row buckets per level (was 3 and 3), Gemm for the centre offset
-SIDECAR_FORMAT = "clip2scene_ros.onnx/2"
+# /3: row-bucket tables and down-sampling child tables column-major ([J, N], [8, N]), summed by a
+#     MatMul with a row of ones instead of ReduceSum
+SIDECAR_FORMAT = "clip2scene_ros.onnx/3"
 # Operators the TensorRT 10 ONNX parser imports natively (onnx-tensorrt operators.md), limited to
 # those a plain dense-math graph like ours may use. No Scatter*, Unique, NonZero, TopK or Loop.
 TENSORRT_OPS = frozenset(
@@ -70,11 +72,11 @@ def dynamic_axes(
             axes[f"subm{s}_pidx{g}"] = {0: f"k{s}_{g}", 1: f"p{s}_{g}"}
             axes[f"subm{s}_poff{g}"] = {0: f"k{s}_{g}"}
         for b in range(ROW_BUCKETS):
-            axes[f"subm{s}_ptable{b}"] = {0: f"n{s}_{b}", 1: f"j{s}_{b}"}
+            axes[f"subm{s}_ptable{b}"] = {0: f"j{s}_{b}", 1: f"n{s}_{b}"}
     for s in range(num_levels - 1):
         axes[f"down{s}_fine"] = {1: f"q{s}"}
         axes[f"down{s}_parent"] = {1: f"q{s}"}
-        axes[f"down{s}_child"] = {0: f"n{s + 1}"}
+        axes[f"down{s}_child"] = {1: f"n{s + 1}"}
         axes[f"down{s}_inv"] = {0: f"n{s}"}
     for h in heads:
         axes[h] = {0: "np" if arch == "spvcnn" else "n0"}

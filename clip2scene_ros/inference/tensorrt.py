@@ -96,12 +96,12 @@ def profile_shapes(config: ModelConfig, options: TensorRTOptions, num_levels: in
             dims[f"subm{s}_pidx{g}"] = ((0, 1), (8, max(1, n[1] // 4)), (26, n[2]))
             dims[f"subm{s}_poff{g}"] = ((0,), (8,), (26,))
         for b in range(ROW_BUCKETS):
-            dims[f"subm{s}_ptable{b}"] = ((0, 1), (max(1, n[1] // ROW_BUCKETS), 4), (n[2], k * 3))
+            dims[f"subm{s}_ptable{b}"] = ((1, 0), (4, max(1, n[1] // ROW_BUCKETS)), (k * 3, n[2]))
     for s in range(num_levels - 1):
         n = level[s]
         q = (1, max(1, n[1] // 4), n[2])
         dims[f"down{s}_fine"] = dims[f"down{s}_parent"] = tuple((8, v) for v in q)
-        dims[f"down{s}_child"] = tuple((v, 8) for v in level[s + 1])
+        dims[f"down{s}_child"] = tuple((8, v) for v in level[s + 1])
         dims[f"down{s}_inv"] = tuple((v,) for v in n)
     if config.arch == "spvcnn":
         # LiDAR scans hold 1-3 points per level-0 voxel on average and a few dozen at most

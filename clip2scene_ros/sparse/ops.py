@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from . import native
-from .kmap import DownMap, KernelMaps, PaddedDown, PaddedMaps, PaddedSubm, SubmMap, dyn_slice, is_tracing
+from .kmap import DownMap, KernelMaps, PaddedDown, PaddedMaps, PaddedSubm, SubmMap, dyn_slice, gather_sum, is_tracing
 from .native import DownTable, SubmTable, TableMaps
 
 AnySubm = SubmMap | PaddedSubm | SubmTable
@@ -127,7 +127,7 @@ def _subm_padded(x: Tensor, weight: Tensor, bias: Tensor | None, m: PaddedSubm, 
     ys = [torch.matmul(x[idx], w_nc[off]).reshape(-1, cout) for idx, off in zip(m.pidx, m.poff)]
     y = torch.cat([*ys, x.new_zeros((1, cout))], 0)
     acc_t = _acc_dtype(x)
-    acc = torch.cat([y[t].to(acc_t).sum(1) for t in m.ptable], 0)  # row buckets, in row order
+    acc = torch.cat([gather_sum(y.to(acc_t), t) for t in m.ptable], 0)  # row buckets, in row order
     if acc_t == x.dtype:  # the centre offset and the neighbour sum in one Gemm
         out = torch.addmm(acc, x, w[c])
     else:
@@ -222,7 +222,7 @@ def down_conv(x: Tensor, weight: Tensor, bias: Tensor | None, m: AnyDown, relu: 
     _, cin, cout = weight.shape
     if isinstance(m, PaddedDown):
         y = torch.matmul(x[m.fine], weight.to(x.dtype)).reshape(-1, cout)
-        out = _with_zero_row(y)[m.child].to(_acc_dtype(x)).sum(1)
+        out = gather_sum(_with_zero_row(y).to(_acc_dtype(x)), m.child)
         return _finish(out, bias, relu, x.dtype)
     if x.shape[1] != cin:
         raise ValueError(f"input has {x.shape[1]} channels, the layer expects {cin}")

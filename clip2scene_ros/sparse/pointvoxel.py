@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .kmap import KernelMaps, PaddedMaps, _pad_segments, _searchsorted, is_tracing
+from .kmap import KernelMaps, PaddedMaps, _pad_segments, _searchsorted, gather_sum, is_tracing
 from .voxelize import pack_keys
 
 WEIGHT_EPS = 1e-8  # torchsparse's renormalisation epsilon, kept for bit-level agreement
@@ -157,7 +157,7 @@ def voxelize_mean(
     for s in range(level):
         d = maps.down[s]
         grouped = torch.cat([total, total.new_zeros((1, total.shape[1]))], 0)[d.fine].reshape(-1, total.shape[1])
-        total = torch.cat([grouped, grouped.new_zeros((1, grouped.shape[1]))], 0)[d.child].sum(1)
+        total = gather_sum(torch.cat([grouped, grouped.new_zeros((1, grouped.shape[1]))], 0), d.child)
     return total * pm.inv_count[level].to(z.dtype)
 
 

@@ -41,7 +41,9 @@ def test_graph_uses_only_tensorrt_supported_operators(exported):
     onnx.checker.check_model(str(onnx_path))
     ops = graph_ops(onnx_path)
     assert ops <= TENSORRT_OPS, f"operators TensorRT does not import: {ops - TENSORRT_OPS}"
-    assert {"Gather", "MatMul", "Concat", "Relu", "ReduceSum"} <= ops
+    assert {"Gather", "MatMul", "Concat", "Relu"} <= ops
+    # neighbour sums are a MatMul with a row of ones: ONNX Runtime's ReduceSum is 3-7x slower here
+    assert "ReduceSum" not in ops
     assert not {"ScatterElements", "ScatterND", "Unique", "NonZero", "TopK", "Loop"} & ops
     model = onnx.load(str(onnx_path))
     assert model.opset_import[0].version == 17
