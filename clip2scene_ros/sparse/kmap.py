@@ -522,15 +522,18 @@ def split_runs(sizes: list[int], parts: int, weights: list[int] | None = None) -
 def pad_pairs(n: int, bounds: Tensor, out_rows: Tensor, in_rows: Tensor) -> PaddedSubm:
     """The padded layout of submanifold pairs grouped by non-centre offset (offset ``k`` holds
     pairs ``bounds[k]:bounds[k+1]``, in any order) over ``n`` rows in the level order (rows
-    sorted by neighbour count, descending)."""
+    sorted by neighbour count, descending).
+
+    Within an offset, pairs are laid out by ascending output row, so the graph's per-row sums
+    read the group results in order rather than at random (~10 % faster on a 90k-voxel frame);
+    a row's pairs fill its table columns in offset order.
+    """
     dev = in_rows.device
-    m = in_rows.shape[0]
     k1 = bounds.shape[0] - 1
     counts = torch.bincount(out_rows, minlength=n)
     if n > 1 and bool((counts[1:] > counts[:-1]).any()):
         raise ValueError("rows must be sorted by neighbour count, descending (the level order)")
-    lens_t = bounds[1:] - bounds[:-1]
-    lens = lens_t.tolist()
+    lens = (bounds[1:] - bounds[:-1]).tolist()
     order = sorted(range(k1), key=lambda i: -lens[i])
     starts = split_runs([lens[i] for i in order], OFFSET_GROUPS)
     ends = [*starts[1:], len(order)]
@@ -544,23 +547,6 @@ def pad_pairs(n: int, bounds: Tensor, out_rows: Tensor, in_rows: Tensor) -> Padd
         shapes.append((e - a, p))
         base += (e - a) * p
     pad = base  # table entries past the group results: the graph reads zeros there
-    shift = torch.tensor(row_start, dtype=torch.long, device=dev) - bounds[:-1]
-    pos = torch.arange(m, device=dev) + torch.repeat_interleave(shift, lens_t, output_size=m)
-    # padded slots read row 0: their products land where no table entry reads, so the graph
-    # needs no zero row appended to x
-    flat = torch.zeros((base,), dtype=torch.long, device=dev)
-    flat[pos] = in_rows
-    pidx = [t.view(k, p) for t, (k, p) in zip(torch.split(flat, [k * p for k, p in shapes]), shapes)]
-    poff = [torch.tensor(order[a:e], dtype=torch.long, device=dev) for a, e in zip(starts, ends)]
-    while len(pidx) < OFFSET_GROUPS:  # fewer offsets than groups: empty groups
-        pidx.append(torch.zeros((0, 1), dtype=torch.long, device=dev))
-        poff.append(torch.zeros((0,), dtype=torch.long, device=dev))
-    # each pair's column among its row's pairs (offset order: a stable sort by row)
-    # (a running count down an [offsets, rows] grid: cheaper than a stable sort of the pairs)
-    cell = torch.repeat_interleave(torch.arange(k1, device=dev) * n, lens_t, output_size=m) + out_rows
-    grid = torch.zeros((k1 * n,), dtype=torch.uint8, device=dev)
-    grid[cell] = 1
-    col = grid.view(k1, n).cumsum(0, dtype=torch.uint8).view(-1).index_select(0, cell).long() - 1
     # rows are sorted by count, so the runs of equal counts are the candidate bucket starts
     seg_count, seg_rows = (t.tolist() for t in torch.unique_consecutive(counts, return_counts=True))
     cuts = list(itertools.accumulate(seg_rows, initial=0))[:-1]
@@ -573,15 +559,68 @@ def pad_pairs(n: int, bounds: Tensor, out_rows: Tensor, in_rows: Tensor) -> Padd
     for r, j in b_shapes:
         t_base.append(acc)
         acc += r * j
-    bucket = torch.bucketize(out_rows, torch.tensor(b_rows[1:-1], dtype=torch.long, device=dev), right=True)
-    info = torch.tensor([[tb, r0, r] for tb, r0, (r, _) in zip(t_base, b_rows, b_shapes)], dtype=torch.long)
-    info = info.to(dev).index_select(0, bucket)
+    # padded slots read row 0: their products land where no table entry reads, so the graph
+    # needs no zero row appended to x
+    flat = torch.zeros((base,), dtype=torch.long, device=dev)
     tflat = torch.full((acc,), pad, dtype=torch.long, device=dev)
-    tflat[info[:, 0] + col * info[:, 2] + (out_rows - info[:, 1])] = pos
+    layout = (row_start, b_rows, t_base)
+    if not (dev.type == "cpu" and _native_pad(n, bounds, out_rows, in_rows, layout, flat, tflat)):
+        _torch_pad(n, bounds, out_rows, in_rows, layout, flat, tflat)
+    pidx = [t.view(k, p) for t, (k, p) in zip(torch.split(flat, [k * p for k, p in shapes]), shapes)]
+    poff = [torch.tensor(order[a:e], dtype=torch.long, device=dev) for a, e in zip(starts, ends)]
+    while len(pidx) < OFFSET_GROUPS:  # fewer offsets than groups: empty groups
+        pidx.append(torch.zeros((0, 1), dtype=torch.long, device=dev))
+        poff.append(torch.zeros((0,), dtype=torch.long, device=dev))
     tables = [t.view(j, r) for t, (r, j) in zip(torch.split(tflat, [r * j for r, j in b_shapes]), b_shapes)]
     while len(tables) < ROW_BUCKETS:
         tables.append(torch.full((1, 0), pad, dtype=torch.long, device=dev))
     return PaddedSubm(pidx, poff, tables)
+
+
+PadLayout = tuple[list[int], list[int], list[int]]  # per-offset row starts, bucket row bounds, table bases
+
+
+def _native_pad(n: int, bounds: Tensor, out_rows: Tensor, in_rows: Tensor, layout: PadLayout, flat: Tensor,
+                tflat: Tensor) -> bool:  # fmt: skip
+    """Fill ``flat`` (padded input rows) and ``tflat`` (tables) with the fused kernels' library,
+    one pass over an [rows, offsets] grid; False where the library is not built."""
+    from . import native  # the library's loader imports this module's neighbours
+
+    lib = native.load()
+    if lib is None:
+        return False
+    row_start, b_rows, t_base = (torch.tensor(v, dtype=torch.long) for v in layout)
+    bounds, out_rows, in_rows = (t.contiguous().long() for t in (bounds, out_rows, in_rows))
+    lib.c2s_pad_pairs(
+        n, bounds.shape[0] - 1, bounds.data_ptr(), out_rows.data_ptr(), in_rows.data_ptr(),
+        row_start.data_ptr(), t_base.shape[0], b_rows.data_ptr(), t_base.data_ptr(), flat.data_ptr(),
+        tflat.data_ptr(),
+    )  # fmt: skip
+    return True
+
+
+def _torch_pad(n: int, bounds: Tensor, out_rows: Tensor, in_rows: Tensor, layout: PadLayout, flat: Tensor,
+               tflat: Tensor) -> None:  # fmt: skip
+    """:func:`_native_pad` in torch operators (no compiler, or tensors on a GPU)."""
+    dev, m = in_rows.device, in_rows.shape[0]
+    k1 = bounds.shape[0] - 1
+    row_start, b_rows, t_base = layout
+    # an [offsets, rows] grid marking each pair's cell: running counts along it give each pair's
+    # rank among its offset's pairs by output row, and its column among its row's pairs
+    offset_of = torch.repeat_interleave(torch.arange(k1, device=dev), bounds[1:] - bounds[:-1], output_size=m)
+    cell = offset_of * n + out_rows
+    grid = torch.zeros((k1 * n,), dtype=torch.int32, device=dev)
+    grid[cell] = 1
+    grid = grid.view(k1, n)
+    rank_in_offset = grid.cumsum(1, dtype=torch.int32).view(-1).index_select(0, cell).long() - 1
+    col = grid.cumsum(0, dtype=torch.int32).view(-1).index_select(0, cell).long() - 1
+    pos = torch.tensor(row_start, dtype=torch.long, device=dev).index_select(0, offset_of) + rank_in_offset
+    flat[pos] = in_rows
+    bucket = torch.bucketize(out_rows, torch.tensor(b_rows[1:-1], dtype=torch.long, device=dev), right=True)
+    sizes = [b_rows[i + 1] - b_rows[i] for i in range(len(t_base))]
+    info = torch.tensor([[tb, r0, r] for tb, r0, r in zip(t_base, b_rows, sizes)], dtype=torch.long)
+    info = info.to(dev).index_select(0, bucket)
+    tflat[info[:, 0] + col * info[:, 2] + (out_rows - info[:, 1])] = pos
 
 
 def pad_subm(m: SubmMap) -> PaddedSubm:

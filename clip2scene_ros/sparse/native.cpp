@@ -405,4 +405,38 @@ int64_t c2s_voxelize(const float* pts, int64_t n, int64_t c, float vx, float vy,
   return nv + 1;
 }
 
+// The padded layout of an exported graph's submanifold inputs (kmap.pad_pairs): pairs of offset k
+// are bounds[k]..bounds[k+1] of (out_rows, in_rows), rows in the level order. Each pair goes to
+// flat[row_start[k] + its rank among offset k's pairs by output row] = in_row, and that position
+// to its row's table: tflat[t_base[b] + c * rows_b + (r - b_rows[b])], c = its column among the
+// row's pairs in offset order, b = the row's bucket (b_rows[b] <= r < b_rows[b + 1]). flat and
+// tflat arrive filled with their padding values.
+void c2s_pad_pairs(int64_t n, int64_t k1, const int64_t* bounds, const int64_t* out_rows, const int64_t* in_rows,
+                   const int64_t* row_start, int64_t nb, const int64_t* b_rows, const int64_t* t_base, int64_t* flat,
+                   int64_t* tflat) {
+  // each row's pairs in offset order, (offset << 32 | input row), by a counting sort on the output
+  // row: ~3x faster than a [rows, offsets] grid, whose scattered writes miss the cache
+  const int64_t m = bounds[k1];
+  std::vector<int64_t> ptr(n + 1, 0);
+  for (int64_t e = 0; e < m; ++e) ++ptr[out_rows[e] + 1];
+  for (int64_t r = 0; r < n; ++r) ptr[r + 1] += ptr[r];
+  std::vector<int64_t> fill(ptr.begin(), ptr.end() - 1);
+  std::vector<int64_t> entry(m);
+  for (int64_t k = 0; k < k1; ++k)
+    for (int64_t e = bounds[k]; e < bounds[k + 1]; ++e) entry[fill[out_rows[e]]++] = (k << 32) | in_rows[e];
+  std::vector<int64_t> run(k1, 0);  // pairs of each offset placed so far (rows ascending)
+  int64_t b = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    while (b + 1 < nb && r >= b_rows[b + 1]) ++b;
+    const int64_t rows_b = b_rows[b + 1] - b_rows[b];
+    int64_t* table = tflat + t_base[b] + (r - b_rows[b]);
+    for (int64_t q = ptr[r], c = 0; q < ptr[r + 1]; ++q, ++c) {
+      const int64_t k = entry[q] >> 32;
+      const int64_t pos = row_start[k] + run[k]++;
+      flat[pos] = entry[q] & 0xffffffff;
+      table[c * rows_b] = pos;
+    }
+  }
+}
+
 }  // extern "C"

@@ -117,6 +117,8 @@ def load() -> ctypes.CDLL | None:
     lib.c2s_parent_keys.restype = None
     lib.c2s_down_pairs.argtypes = [p, p, i64, i64, p, p, p]
     lib.c2s_down_pairs.restype = None
+    lib.c2s_pad_pairs.argtypes = [i64, i64, p, p, p, p, i64, p, p, p, p]
+    lib.c2s_pad_pairs.restype = None
     f32 = ctypes.c_float
     lib.c2s_voxelize.argtypes = [p, i64, i64, f32, f32, f32, i64, i64, i64, p, p, p]
     lib.c2s_voxelize.restype = i64

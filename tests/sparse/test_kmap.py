@@ -192,3 +192,49 @@ def test_split_runs_finds_the_least_padding():
             for cuts in itertools.combinations(range(1, n), k)
         )
         assert cost(sizes, starts, weights) == brute
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_padded_layout_same_from_the_library_and_from_torch(monkeypatch, seed):
+    """pad_pairs fills its layout with the fused kernels' library where built, else with torch
+    operators: both give the same graph inputs, and every pair lands once, in ascending output
+    row within its offset, in its row's table."""
+    from clip2scene_ros.sparse import kmap, native, padded_tensors_from_tables
+
+    if not native.available():
+        pytest.skip(f"fused CPU kernels not built: {native._failed}")
+    pts = torch.from_numpy(lidar_like_scene(seed, beams=16, azimuth_steps=400))
+    maps = native.build_table_maps(voxelize(pts, 0.2).coords, 4)
+    calls = []
+    real_pad = kmap._native_pad
+    monkeypatch.setattr(kmap, "_native_pad", lambda *a: calls.append(1) or real_pad(*a))
+    fast, rank_fast = padded_tensors_from_tables(maps)
+    assert calls, "the library was not used"
+    monkeypatch.setattr(kmap, "_native_pad", lambda *a: False)
+    slow, rank_slow = padded_tensors_from_tables(maps)
+    assert torch.equal(rank_fast, rank_slow) and len(fast) == len(slow)
+    for a, b in zip(fast, slow):
+        assert torch.equal(a, b)
+    # level 0: each non-centre pair once in the tables; its product row holds its input row
+    p = kmap.PaddedMaps.from_flat(fast, 4).subm[0]
+    flat = torch.cat([t.reshape(-1) for t in p.pidx])
+    entries = torch.cat([t.reshape(-1) for t in p.ptable])
+    used = entries[entries < flat.numel()]
+    pairs = maps.subm_map(0).pairs
+    assert used.numel() == pairs.p_out.numel() - pairs.num_rows  # the centre offset is a Gemm
+    assert used.unique().numel() == used.numel()
+    # within each offset's row of padded pairs, output rows ascend and padding comes last
+    row_of = torch.full((flat.numel() + 1,), -1, dtype=torch.long)
+    r0 = 0
+    for t in p.ptable:
+        rows = torch.arange(r0, r0 + t.shape[1]).expand_as(t)
+        row_of[t.reshape(-1)] = rows.reshape(-1)
+        r0 += t.shape[1]
+    row_of = row_of[:-1]
+    start = 0
+    for g in p.pidx:
+        block = row_of[start : start + g.numel()].view(g.shape)
+        start += g.numel()
+        for line in block:
+            real = line[line >= 0]
+            assert bool((line[: real.numel()] >= 0).all()) and bool((real[1:] > real[:-1]).all())
