@@ -9,8 +9,10 @@ path; ``--torch-path`` forces the latter), median of
 ``--runs`` rounds, cells interleaved round by round so that load from other processes hits them
 alike. Printed: ms and the ratio to the shipped configuration (width 0.25, 0.1 m) measured in the
 same rounds, voxel count, parameters. Accuracy needs one training run per cell (the synthetic
-recipe, ~20 CPU-minutes each) and is not measured here; ``--accuracy FILE`` merges a JSON
-``{"<width>@<voxel>": {"miou": ...}}`` from such runs into the table. The CPU model, flags and the
+recipe, ~6-60 CPU-minutes each) and is not measured here; ``--accuracy FILE`` (default
+``benchmarks/accuracy_cells.json``, the cells measured so far) merges a JSON
+``{"<width>@<voxel>": {"miou": ...}}`` from such runs into the table and names the cell the rule
+"the fastest within 2 mIoU of the best" picks among the measured ones. The CPU model, flags and the
 load average are printed; the last line is one JSON object.
 
     .venv/bin/python benchmarks/accuracy_speed.py [--runs 3] [--threads 1] [--accuracy runs.json]
@@ -43,7 +45,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--widths", type=float, nargs="+", default=list(WIDTHS))
     ap.add_argument("--voxels", type=float, nargs="+", default=list(VOXELS))
-    ap.add_argument("--accuracy", help="JSON {'<width>@<voxel>': {'miou': ...}} from training runs")
+    ap.add_argument("--accuracy", default=str(REPO / "benchmarks" / "accuracy_cells.json"),
+                    help="JSON {'<width>@<voxel>': {'miou': ...}} from training runs ('' for none)")  # fmt: skip
     ap.add_argument("--torch-path", action="store_true", help="time the torch engine, not the fused kernels")
     args = ap.parse_args()
 
@@ -61,7 +64,7 @@ def main() -> int:
         pts[:, 3] /= 255.0
     else:
         pts, source = lidar_like_scene(1, beams=32, azimuth_steps=1100), "synthetic 32-beam frame"
-    accuracy = json.loads(Path(args.accuracy).read_text()) if args.accuracy else {}
+    accuracy = json.loads(Path(args.accuracy).read_text()) if args.accuracy and Path(args.accuracy).is_file() else {}
     cells = sorted({*((w, v) for w in args.widths for v in args.voxels), DEFAULT})
     models = {}
     for w, v in cells:
@@ -99,6 +102,14 @@ def main() -> int:
                      "miou": miou})  # fmt: skip
         print(f"{w:>6}{v:>9}{voxels[(w, v)]:>8}{params:>10.2f}{ms[(w, v)]:>9.1f}{ms[(w, v)] / ref:>12.3f}"
               f"{'' if miou is None else f'{miou:.1f}':>7}")  # fmt: skip
+    measured = [r for r in rows if r["miou"] is not None]
+    pick = None
+    if measured:
+        best = max(r["miou"] for r in measured)
+        pick = min((r for r in measured if r["miou"] >= best - 2.0), key=lambda r: r["ms"])
+        print(f"measured cells: {len(measured)} of {len(rows)}; best mIoU {best:.1f}; the fastest within 2 of it: "
+              f"width {pick['width']} @ {pick['voxel_size']} m ({pick['miou']:.1f} mIoU, "
+              f"{pick['ratio_vs_shipped']:.2f}x)")  # fmt: skip
     summary = {
         "benchmark": "accuracy_speed",
         "cpu": cpu.as_dict(),
@@ -109,6 +120,7 @@ def main() -> int:
         "runs": args.runs,
         "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)],
         "accuracy_measured": bool(accuracy),
+        "rule_pick": None if pick is None else f"{pick['width']}@{pick['voxel_size']}",
         "cells": rows,
     }
     print(json.dumps(summary))
