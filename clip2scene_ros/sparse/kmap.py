@@ -446,8 +446,8 @@ def build_kernel_maps(
 # few rectangular tensors whose sizes are ordinary dynamic axes (no shape tensors for TensorRT).
 # Offsets are sorted by pair count and split into OFFSET_GROUPS groups, each padded only to its own
 # longest offset (one batched MatMul per group); output rows (already sorted by neighbour count)
-# are split into ROW_BUCKETS buckets, each padded only to its own largest count (one Gather +
-# ReduceSum per bucket). Split points minimise the padded size, so the graph does about the real
+# are split into ROW_BUCKETS buckets, each padded only to its own largest count (one Gather and one
+# gather_sum MatMul per bucket). Split points minimise the padded size, so the graph does about the real
 # pair count of work (1.1-1.6x on LiDAR scans with 3 groups, against 1.9-7.7x with one padded block).
 
 # 4 and 4: ~6 % faster in ONNX Runtime than 3 and 3 on the shipped student (fewer padded products
